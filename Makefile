@@ -1,0 +1,56 @@
+# One task runner. `make demo` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+
+.PHONY: venv demo test lint typecheck unit bench api worker up db-upgrade docker images clean
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+docker:
+	scripts/ensure-docker
+
+images: docker
+	scripts/build-test-images
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+# Every test, against real PostgreSQL (127.0.0.1:5432), RabbitMQ (127.0.0.1:5672) and
+# a Docker engine that scripts/ensure-docker starts if needed.
+test: venv images lint typecheck
+	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+
+unit: venv
+	$(BIN)/python -m pytest -ra tests/unit $(PYTEST_ARGS)
+
+demo: venv images
+	$(BIN)/python scripts/demo.py
+
+bench: venv
+	@echo "no benchmarks yet (see the performance issue)"
+
+db-upgrade: venv
+	$(BIN)/moonmind db upgrade
+
+api: venv
+	$(BIN)/moonmind orchestrator api
+
+worker: venv
+	$(BIN)/moonmind orchestrator worker
+
+up: venv
+	$(BIN)/moonmind orchestrator up
+
+clean:
+	rm -rf var/artifacts var/celery var/orchestrator.db*

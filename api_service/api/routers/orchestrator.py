@@ -1,0 +1,136 @@
+"""/orchestrator/runs: submit, list and inspect runs."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
+
+from api_service.api.deps import DatabaseDep, SessionDep, SettingsDep
+from api_service.api.errors import ApiError
+from moonmind.schemas.workflow_models import (
+    ArtifactList,
+    ErrorResponse,
+    RunCreate,
+    RunDetail,
+    RunList,
+    RunSummary,
+)
+from moonmind.workflows.orchestrator import repositories, serializers
+from moonmind.workflows.orchestrator.enums import RunStatus
+from moonmind.workflows.orchestrator.service import ComposeUnavailable, submit_run
+from moonmind.workflows.orchestrator.service_profiles import UnknownService
+from moonmind.workflows.orchestrator.storage import ArtifactPathError, ArtifactStore
+
+router = APIRouter(prefix="/orchestrator", tags=["orchestrator-runs"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Invalid request"},
+    404: {"model": ErrorResponse, "description": "Not found"},
+}
+
+
+def _not_found(run_id: uuid.UUID) -> ApiError:
+    return ApiError(
+        404,
+        "run_not_found",
+        detail=f"no run {run_id}",
+        remediation="List runs with GET /orchestrator/runs to find a valid run_id.",
+    )
+
+
+@router.post("/runs", status_code=202, response_model=RunSummary, responses=_ERRORS)
+def create_run(body: RunCreate, settings: SettingsDep, db: DatabaseDep) -> RunSummary:
+    """Validate, store the run with its plan, then queue its first step."""
+    try:
+        run = submit_run(settings, db, body)
+    except UnknownService as exc:
+        raise ApiError(
+            400,
+            "unknown_service",
+            detail=f"service {exc.name!r} is not defined in {settings.compose_path}",
+            remediation=f"Use one of: {', '.join(exc.available) or '(no services defined)'}",
+        ) from None
+    except ComposeUnavailable as exc:
+        raise ApiError(
+            503,
+            "compose_unavailable",
+            detail=str(exc),
+            remediation="Check ORCHESTRATOR_WORKSPACE / ORCHESTRATOR_COMPOSE_FILE and that "
+            "`docker compose` or `docker-compose` is installed.",
+        ) from None
+    return serializers.run_summary(run)
+
+
+@router.get("/runs", response_model=RunList, responses=_ERRORS)
+def list_runs(
+    session: SessionDep,
+    status: Annotated[RunStatus | None, Query()] = None,
+    service: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> RunList:
+    try:
+        page = repositories.list_runs(
+            session, status=status, service=service, limit=limit, cursor=cursor
+        )
+    except repositories.InvalidCursor as exc:
+        raise ApiError(
+            400,
+            "invalid_cursor",
+            detail=str(exc),
+            remediation="Use the next_cursor value of a previous response, or omit cursor.",
+        ) from None
+    return RunList(
+        runs=[serializers.run_summary(run) for run in page.runs], next_cursor=page.next_cursor
+    )
+
+
+@router.get("/runs/{run_id}", response_model=RunDetail, responses=_ERRORS)
+def get_run(run_id: uuid.UUID, session: SessionDep) -> RunDetail:
+    run = repositories.get_run(session, run_id)
+    if run is None:
+        raise _not_found(run_id)
+    return serializers.run_detail(run, repositories.list_artifacts(session, run_id))
+
+
+@router.get("/runs/{run_id}/artifacts", response_model=ArtifactList, responses=_ERRORS)
+def list_artifacts(run_id: uuid.UUID, session: SessionDep) -> ArtifactList:
+    if repositories.get_run(session, run_id) is None:
+        raise _not_found(run_id)
+    return ArtifactList(
+        artifacts=[
+            serializers.artifact_model(a) for a in repositories.list_artifacts(session, run_id)
+        ]
+    )
+
+
+@router.get("/runs/{run_id}/artifacts/{artifact_id}", responses=_ERRORS)
+def download_artifact(
+    run_id: uuid.UUID, artifact_id: uuid.UUID, session: SessionDep, settings: SettingsDep
+) -> FileResponse:
+    """The file is located through its row, never through a client-supplied path."""
+    artifact = repositories.get_artifact(session, run_id, artifact_id)
+    if artifact is None:
+        raise ApiError(
+            404, "artifact_not_found", detail=f"run {run_id} has no artifact {artifact_id}"
+        )
+    try:
+        path = ArtifactStore(settings.artifact_root_path).resolve(run_id, artifact.path)
+    except ArtifactPathError:
+        raise ApiError(404, "artifact_not_found", detail="artifact path is not valid") from None
+    if not path.is_file():
+        raise ApiError(
+            404,
+            "artifact_missing",
+            detail=f"{artifact.path} is recorded but not on disk",
+            remediation="The artifact store may have been cleaned; re-run to regenerate it.",
+        )
+    return FileResponse(
+        path,
+        media_type=artifact.content_type,
+        filename=path.name,
+        headers={"X-Checksum-SHA256": artifact.checksum},
+    )

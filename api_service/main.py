@@ -1,0 +1,29 @@
+"""FastAPI application factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api_service.api.errors import install_error_handlers
+from api_service.api.routers import orchestrator
+from api_service.db.base import get_database
+from moonmind.config import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="MoonMind Orchestrator API",
+        version="0.1.0",
+        description="Diagnose, patch, rebuild, restart and verify one Docker Compose service.",
+    )
+    app.state.settings = settings
+    app.state.database = get_database(settings.database_url)
+    install_error_handlers(app)
+    app.include_router(orchestrator.router)
+
+    @app.get("/health", tags=["meta"])
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,137 @@
+"""`moonmind` command line: database, API server and worker."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from moonmind.config import Settings, SettingsError, load_settings
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        print(f"moonmind: bad setting: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_db_upgrade(_: argparse.Namespace) -> int:
+    from api_service.db.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    print(f"database upgraded: {settings.redacted(settings.database_url)}")
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api_service.db.migrate import upgrade
+    from api_service.main import create_app
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    print(
+        f"orchestrator API listening on http://{args.host}:{args.port} "
+        f"(docs at /docs, database {settings.redacted(settings.database_url)})",
+        flush=True,
+    )
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = _settings()
+    from moonmind.workflows.orchestrator.celery_app import app
+
+    print(
+        f"orchestrator worker consuming queue '{settings.queue}' from "
+        f"{settings.redacted(settings.broker_url)} (concurrency {args.concurrency})",
+        flush=True,
+    )
+    argv = [
+        "worker",
+        "--queues",
+        settings.queue,
+        "--concurrency",
+        str(args.concurrency),
+        "--loglevel",
+        args.loglevel,
+        "--hostname",
+        f"orchestrator@{os.uname().nodename}-{os.getpid()}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    app.worker_main(argv)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """API and worker side by side, stopped together."""
+    _settings()
+    base = [sys.executable, "-m", "moonmind.cli", "orchestrator"]
+    worker = subprocess.Popen([*base, "worker", "--concurrency", str(args.concurrency)])
+    api = subprocess.Popen([*base, "api", "--host", args.host, "--port", str(args.port)])
+    children = [api, worker]
+
+    def _stop(*_: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+    finally:
+        _stop()
+        for child in children:
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    return max(child.returncode or 0 for child in children)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="moonmind", description=__doc__)
+    sub = parser.add_subparsers(dest="group", required=True)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="cmd", required=True)
+    db.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
+
+    orch = sub.add_parser("orchestrator", help="run the orchestrator").add_subparsers(
+        dest="cmd", required=True
+    )
+    for name, func, help_text in (
+        ("api", cmd_api, "serve the HTTP API"),
+        ("up", cmd_up, "API and worker together"),
+    ):
+        p = orch.add_parser(name, help=help_text)
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=8000)
+        if name == "up":
+            p.add_argument("--concurrency", type=int, default=1)
+        p.set_defaults(func=func)
+    worker = orch.add_parser("worker", help="consume the orchestrator queue")
+    worker.add_argument("--concurrency", type=int, default=1)
+    worker.add_argument("--loglevel", default="INFO")
+    worker.set_defaults(func=cmd_worker)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,224 @@
+"""Settings: built-in defaults < config.toml < environment variables.
+
+config.toml groups settings in tables whose names prefix the environment variable:
+``[orchestrator] queue = "x"`` is the same setting as ``ORCHESTRATOR_QUEUE=x``.
+Per-service overrides live in ``[orchestrator.services.<name>]`` and are kept apart.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+DEFAULT_CONFIG_PATH = "config.toml"
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; the message names it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True)
+
+    config_path: str = Field(
+        default=DEFAULT_CONFIG_PATH, validation_alias=AliasChoices("MOONMIND_CONFIG")
+    )
+    database_url: str = Field(
+        default="sqlite:///var/orchestrator.db",
+        validation_alias=AliasChoices("MOONMIND_DATABASE_URL", "moonmind_database_url"),
+    )
+    broker_url: str = Field(
+        default="filesystem://",
+        validation_alias=AliasChoices("CELERY_BROKER_URL", "celery_broker_url"),
+    )
+    broker_folder: str = Field(
+        default="var/celery",
+        validation_alias=AliasChoices("CELERY_BROKER_FOLDER", "celery_broker_folder"),
+    )
+    queue: str = Field(
+        default="orchestrator.run",
+        validation_alias=AliasChoices("ORCHESTRATOR_QUEUE", "orchestrator_queue"),
+    )
+    workspace: Path = Field(
+        default=Path("."),
+        validation_alias=AliasChoices("ORCHESTRATOR_WORKSPACE", "orchestrator_workspace"),
+    )
+    compose_file: str = Field(
+        default="docker-compose.yaml",
+        validation_alias=AliasChoices("ORCHESTRATOR_COMPOSE_FILE", "orchestrator_compose_file"),
+    )
+    compose_project: str = Field(
+        default="",
+        validation_alias=AliasChoices(
+            "ORCHESTRATOR_COMPOSE_PROJECT", "orchestrator_compose_project"
+        ),
+    )
+    compose_command: str = Field(
+        default="",
+        validation_alias=AliasChoices(
+            "ORCHESTRATOR_COMPOSE_COMMAND", "orchestrator_compose_command"
+        ),
+    )
+    artifact_root: Path = Field(
+        default=Path("var/artifacts/spec_workflows"),
+        validation_alias=AliasChoices("ORCHESTRATOR_ARTIFACT_ROOT", "orchestrator_artifact_root"),
+    )
+    patch_agent: str = Field(
+        default="",
+        validation_alias=AliasChoices("ORCHESTRATOR_PATCH_AGENT", "orchestrator_patch_agent"),
+    )
+    patch_agent_timeout_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        validation_alias=AliasChoices(
+            "ORCHESTRATOR_PATCH_AGENT_TIMEOUT_SECONDS", "orchestrator_patch_agent_timeout_seconds"
+        ),
+    )
+    step_time_limit_seconds: int = Field(
+        default=1500,
+        gt=0,
+        lt=1800,  # RabbitMQ's default consumer timeout is 30 minutes
+        validation_alias=AliasChoices(
+            "ORCHESTRATOR_STEP_TIME_LIMIT_SECONDS", "orchestrator_step_time_limit_seconds"
+        ),
+    )
+    statsd_host: str = Field(
+        default="", validation_alias=AliasChoices("STATSD_HOST", "statsd_host")
+    )
+    statsd_port: int = Field(
+        default=8125, ge=1, le=65535, validation_alias=AliasChoices("STATSD_PORT", "statsd_port")
+    )
+    statsd_prefix: str = Field(
+        default="moonmind.orchestrator",
+        validation_alias=AliasChoices("STATSD_PREFIX", "statsd_prefix"),
+    )
+    service_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        try:
+            make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(f"not a database URL ({exc})") from None
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        if "://" not in value:
+            raise ValueError("expected a URL such as amqp://guest:guest@127.0.0.1:5672//")
+        return value
+
+    @field_validator("queue")
+    @classmethod
+    def _queue(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over config.toml, which arrives as init values.
+        return (env_settings, init_settings)
+
+    # -- derived values -------------------------------------------------
+    @property
+    def workspace_path(self) -> Path:
+        return self.workspace.expanduser().resolve()
+
+    @property
+    def compose_path(self) -> Path:
+        path = Path(self.compose_file).expanduser()
+        return path if path.is_absolute() else self.workspace_path / path
+
+    @property
+    def project_name(self) -> str:
+        if self.compose_project:
+            return self.compose_project
+        return self.compose_path.parent.name.lower().replace(".", "") or "default"
+
+    @property
+    def artifact_root_path(self) -> Path:
+        return self.artifact_root.expanduser().resolve()
+
+    @property
+    def broker_is_local(self) -> bool:
+        return self.broker_url.startswith("filesystem://")
+
+    def redacted(self, url: str) -> str:
+        """A URL with its password hidden, for start-up banners."""
+        try:
+            return make_url(url).render_as_string(hide_password=True)
+        except ArgumentError:
+            return url.split("@")[-1]
+
+
+def _flatten_toml(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    values: dict[str, Any] = {}
+    services: dict[str, dict[str, Any]] = {}
+    for table, entries in data.items():
+        if not isinstance(entries, dict):
+            values[table.upper()] = entries
+            continue
+        for key, value in entries.items():
+            if table == "orchestrator" and key == "services" and isinstance(value, dict):
+                services = {name: dict(v) for name, v in value.items()}
+            else:
+                values[f"{table}_{key}".upper()] = value
+    return values, services
+
+
+def load_settings(config_path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read config.toml (if present) and the environment; raise SettingsError on bad values."""
+    path = Path(config_path or os.environ.get("MOONMIND_CONFIG") or DEFAULT_CONFIG_PATH)
+    values: dict[str, Any] = {}
+    services: dict[str, dict[str, Any]] = {}
+    if path.is_file():
+        try:
+            values, services = _flatten_toml(tomllib.loads(path.read_text()))
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"MOONMIND_CONFIG: {path} is not valid TOML: {exc}") from None
+    elif config_path or os.environ.get("MOONMIND_CONFIG"):
+        raise SettingsError(f"MOONMIND_CONFIG: {path} does not exist")
+    try:
+        return Settings(config_path=str(path), service_overrides=services, **values)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else "settings"
+    alias = _ENV_NAMES.get(field, field.upper())
+    return f"{alias}: {first['msg']} (got {first.get('input')!r})"
+
+
+def _env_name(field: str) -> str:
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    return field.upper()
+
+
+_ENV_NAMES = {name: _env_name(name) for name in Settings.model_fields}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

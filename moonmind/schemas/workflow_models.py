@@ -1,0 +1,123 @@
+"""Request and response models of the orchestrator API (see specs/ for the contract)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
+
+from moonmind.workflows.orchestrator.enums import (
+    ArtifactType,
+    PlanAuthor,
+    Priority,
+    RunStatus,
+    StepName,
+    StepStatus,
+)
+
+ApprovalStatus = Literal["not_required", "awaiting", "granted", "expired"]
+
+
+class RunCreate(BaseModel):
+    """CreateRunRequest, plus an optional operator-supplied unified diff."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instruction: str = Field(min_length=1, max_length=4000)
+    target_service: str = Field(min_length=1, max_length=255)
+    approval_token: str | None = None
+    priority: Priority = Priority.NORMAL
+    patch: str | None = Field(default=None, max_length=1_000_000)
+
+    @field_validator("instruction", "target_service")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip()
+
+
+class RunSummary(BaseModel):
+    run_id: uuid.UUID
+    status: RunStatus
+    target_service: str
+    instruction: str
+    priority: Priority = Priority.NORMAL
+    queued_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    approval_required: bool = False
+    approval_status: ApprovalStatus = "not_required"
+    message: str | None = None
+    missing_artifacts: list[str] = Field(default_factory=list)
+
+
+class PlanStepDefinition(BaseModel):
+    name: StepName
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class ActionPlanModel(BaseModel):
+    plan_id: uuid.UUID
+    generated_at: datetime
+    generated_by: PlanAuthor
+    steps: list[PlanStepDefinition]
+
+
+class PlanStepState(BaseModel):
+    name: StepName
+    status: StepStatus
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    celery_task_id: str | None = None
+    message: str | None = None
+    artifact_refs: list[uuid.UUID] = Field(default_factory=list)
+
+
+class RunArtifactModel(BaseModel):
+    artifact_id: uuid.UUID
+    type: ArtifactType
+    kind: str
+    path: str
+    checksum: str
+    size_bytes: int
+    content_type: str
+    created_at: datetime
+
+
+class RunDetail(RunSummary):
+    action_plan: ActionPlanModel
+    steps: list[PlanStepState]
+    artifacts: list[RunArtifactModel]
+    metrics_snapshot: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunList(BaseModel):
+    runs: list[RunSummary]
+    next_cursor: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_empty_cursor(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("next_cursor") is None:
+            data.pop("next_cursor", None)
+        return data
+
+
+class ArtifactList(BaseModel):
+    artifacts: list[RunArtifactModel]
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    detail: str | None = None
+    remediation: str | None = None

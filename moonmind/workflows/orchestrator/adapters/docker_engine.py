@@ -1,0 +1,204 @@
+"""Docker engine adapter (docker SDK): read container state, logs, and tag images.
+
+Everything compose-specific is done through the CLI; this module only observes the engine
+and keeps rollback tags, so errors are normalised into two exception types.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import requests
+from docker.errors import DockerException, ImageNotFound, NotFound
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+ONEOFF_LABEL = "com.docker.compose.oneoff"
+
+_CONNECT_ERRORS = (
+    DockerException,
+    requests.exceptions.RequestException,
+    FileNotFoundError,
+    PermissionError,
+    ConnectionError,
+)
+_REMEDIATION = (
+    "start the Docker daemon, check DOCKER_HOST, and make sure this user may access the "
+    "socket (e.g. member of the 'docker' group)"
+)
+
+
+class EngineError(Exception):
+    """An engine call failed after a connection had been established."""
+
+
+class EngineUnavailable(EngineError):
+    """The Docker engine cannot be reached at all."""
+
+
+class ObjectNotFound(EngineError):
+    """The referenced container or image does not exist (any more)."""
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """The parts of ``docker inspect`` that decide whether a service is healthy."""
+
+    id: str
+    name: str
+    status: str
+    exit_code: int
+    restart_count: int
+    health: str | None
+    started_at: str
+    image_id: str
+    oom_killed: bool
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> ContainerInfo:
+        """Build from the raw inspect payload."""
+        state = attrs.get("State") or {}
+        health = state.get("Health") or {}
+        status = str(state.get("Status") or "unknown")
+        if state.get("Restarting"):
+            status = "restarting"
+        return cls(
+            id=str(attrs.get("Id", "")),
+            name=str(attrs.get("Name", "")).lstrip("/"),
+            status=status,
+            exit_code=int(state.get("ExitCode") or 0),
+            restart_count=int(attrs.get("RestartCount") or 0),
+            health=health.get("Status") or None,
+            started_at=str(state.get("StartedAt") or ""),
+            image_id=str(attrs.get("Image", "")),
+            oom_killed=bool(state.get("OOMKilled")),
+        )
+
+
+def _unavailable_message(exc: BaseException) -> str:
+    """One line: what failed, where we looked, and what to do about it."""
+    host = os.environ.get("DOCKER_HOST")
+    where = f"DOCKER_HOST={host}" if host else "default socket"
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    return f"Docker engine unavailable ({where}): {detail}; {_REMEDIATION}"
+
+
+def _created_key(created: str) -> tuple[str, str]:
+    """Sortable form of docker's RFC3339Nano (trailing zeros trimmed) timestamps."""
+    base, _, frac = created.rstrip("Z").partition(".")
+    return base, frac.ljust(9, "0")
+
+
+@contextmanager
+def _engine_call(what: str) -> Iterator[None]:
+    """Translate SDK/transport errors into EngineError / EngineUnavailable."""
+    try:
+        yield
+    except NotFound as exc:
+        raise ObjectNotFound(f"{what}: {exc.explanation or exc}") from exc
+    except (requests.exceptions.ConnectionError, FileNotFoundError, ConnectionError) as exc:
+        raise EngineUnavailable(_unavailable_message(exc)) from exc
+    except (DockerException, requests.exceptions.RequestException) as exc:
+        raise EngineError(f"{what}: {exc}") from exc
+
+
+class Engine:
+    """A connected engine client; create with :meth:`connect`."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    @classmethod
+    def connect(cls, timeout: float = 5) -> Engine:
+        """Connect using the environment (DOCKER_HOST etc.) and prove it with a ping."""
+        client = None
+        try:
+            client = docker.from_env(timeout=timeout)
+            client.ping()
+        except _CONNECT_ERRORS as exc:
+            if client is not None:
+                client.close()
+            raise EngineUnavailable(_unavailable_message(exc)) from exc
+        return cls(client)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the HTTP connection pool."""
+        self._client.close()
+
+    def container_for(self, project: str, service: str) -> ContainerInfo | None:
+        """The newest (non one-off) container compose created for ``service``."""
+        infos = self._project_containers(project, service)
+        return infos[0] if infos else None
+
+    def services_snapshot(self, project: str) -> dict[str, tuple[str, str]]:
+        """service -> (container id, started_at), to prove other services were untouched."""
+        snapshot: dict[str, tuple[str, str]] = {}
+        for service, info in self._project_services(project):
+            snapshot.setdefault(service, (info.id, info.started_at))
+        return snapshot
+
+    def logs(self, container_id: str, tail: int = 300) -> str:
+        """Last ``tail`` lines of stdout+stderr, decoded leniently."""
+        with _engine_call(f"logs of {container_id}"):
+            raw = self._client.containers.get(container_id).logs(
+                stdout=True, stderr=True, tail=tail
+            )
+        data = raw if isinstance(raw, bytes) else b"".join(raw)
+        return data.decode("utf-8", errors="replace")
+
+    def image_id(self, ref: str) -> str | None:
+        """Resolve an image reference to its id; None if it does not exist."""
+        with _engine_call(f"inspect image {ref}"):
+            try:
+                return str(self._client.images.get(ref).id)
+            except ImageNotFound:
+                return None
+
+    def tag_image(self, image_id: str, repository: str, tag: str) -> None:
+        """Tag an image (used to keep a rollback point before rebuilding)."""
+        with _engine_call(f"tag {image_id} as {repository}:{tag}"):
+            ok = self._client.images.get(image_id).tag(repository, tag)
+        if not ok:
+            raise EngineError(f"engine refused to tag {image_id} as {repository}:{tag}")
+
+    def remove_image(self, ref: str, *, force: bool = False) -> None:
+        """Drop an image or tag (e.g. an obsolete rollback tag); missing is not an error."""
+        with _engine_call(f"remove image {ref}"):
+            try:
+                self._client.images.remove(ref, force=force)
+            except ImageNotFound:
+                return
+
+    def _project_containers(self, project: str, service: str | None = None) -> list[ContainerInfo]:
+        """Containers of the project (optionally one service), newest first."""
+        return [info for _, info in self._project_services(project, service)]
+
+    def _project_services(
+        self, project: str, service: str | None = None
+    ) -> list[tuple[str, ContainerInfo]]:
+        """(service, info) pairs for non one-off containers, newest first."""
+        labels = [f"{PROJECT_LABEL}={project}"]
+        if service is not None:
+            labels.append(f"{SERVICE_LABEL}={service}")
+        with _engine_call(f"list containers of project {project}"):
+            containers = self._client.containers.list(
+                all=True, filters={"label": labels}, ignore_removed=True
+            )
+        rows = [
+            (_created_key(c.attrs.get("Created", "")), c.labels.get(SERVICE_LABEL, ""), c.attrs)
+            for c in containers
+            if c.labels.get(ONEOFF_LABEL, "False") != "True"
+        ]
+        rows.sort(key=lambda row: row[0], reverse=True)
+        return [(svc, ContainerInfo.from_attrs(attrs)) for _, svc, attrs in rows]

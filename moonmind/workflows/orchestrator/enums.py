@@ -1,0 +1,75 @@
+"""Vocabulary shared by the database, the API and the worker."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+
+
+TERMINAL_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.ROLLED_BACK})
+
+
+class StepName(StrEnum):
+    ANALYZE = "analyze"
+    PATCH = "patch"
+    BUILD = "build"
+    RESTART = "restart"
+    VERIFY = "verify"
+    ROLLBACK = "rollback"
+
+
+STEP_ORDER = tuple(StepName)
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class TaskStateName(StrEnum):
+    """Celery's own state names, as kept in spec_workflow_task_states."""
+
+    PENDING = "PENDING"
+    STARTED = "STARTED"
+    RETRY = "RETRY"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+
+
+class ArtifactType(StrEnum):
+    """The contract's artifact types; ``kind`` on the row says exactly what the file is."""
+
+    PATCH_DIFF = "patch_diff"
+    BUILD_LOG = "build_log"
+    VERIFY_LOG = "verify_log"
+    ROLLBACK_LOG = "rollback_log"
+    METRICS = "metrics"
+    PLAN_SNAPSHOT = "plan_snapshot"
+
+
+class PlanAuthor(StrEnum):
+    OPERATOR = "operator"
+    SYSTEM = "system"
+    LLM = "llm"
+
+
+class ApprovalRequirement(StrEnum):
+    NONE = "none"
+    PRE_RUN = "pre-run"
+    PRE_VERIFY = "pre-verify"
+
+
+class Priority(StrEnum):
+    NORMAL = "normal"
+    HIGH = "high"

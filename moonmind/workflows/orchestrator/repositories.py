@@ -1,0 +1,312 @@
+"""All SQL of the orchestrator domain. Functions flush; the caller's unit of work commits."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
+
+from api_service.db.models import (
+    ActionPlan,
+    OrchestratorRun,
+    RunArtifact,
+    TaskState,
+    utcnow,
+)
+from moonmind.workflows.orchestrator.enums import (
+    ArtifactType,
+    PlanAuthor,
+    Priority,
+    RunStatus,
+    StepName,
+    StepStatus,
+    TaskStateName,
+)
+from moonmind.workflows.orchestrator.storage import StoredArtifact
+
+
+class InvalidCursor(ValueError):
+    """A pagination cursor this server did not hand out."""
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def create_run(
+    session: Session,
+    *,
+    instruction: str,
+    target_service: str,
+    steps: Sequence[dict[str, Any]],
+    service_context: dict[str, Any],
+    artifact_root: str,
+    priority: Priority = Priority.NORMAL,
+    approval_token: str | None = None,
+    requested_patch: str | None = None,
+    generated_by: PlanAuthor = PlanAuthor.SYSTEM,
+    run_id: uuid.UUID | None = None,
+) -> OrchestratorRun:
+    """A pending run with its own snapshot of the plan (the plan row is never shared)."""
+    plan = ActionPlan(
+        steps=[_initial_step(step) for step in steps],
+        service_context=service_context,
+        generated_by=generated_by,
+    )
+    session.add(plan)
+    session.flush()
+    run_id = run_id or uuid.uuid4()
+    run = OrchestratorRun(
+        id=run_id,
+        instruction=instruction,
+        target_service=target_service,
+        status=RunStatus.PENDING,
+        priority=priority,
+        action_plan_id=plan.id,
+        approval_token=approval_token,
+        requested_patch=requested_patch,
+        artifact_root=f"{artifact_root.rstrip('/')}/{run_id}",
+        metrics_snapshot={},
+        missing_artifacts=[],
+    )
+    run.action_plan = plan
+    session.add(run)
+    session.flush()
+    return run
+
+
+def _initial_step(step: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": str(step["name"]),
+        "parameters": step.get("parameters", {}),
+        "status": StepStatus.PENDING.value,
+        "started_at": None,
+        "completed_at": None,
+        "celery_task_id": None,
+        "message": None,
+        "artifact_refs": [],
+    }
+
+
+def get_run(
+    session: Session, run_id: uuid.UUID, *, for_update: bool = False
+) -> OrchestratorRun | None:
+    stmt = select(OrchestratorRun).where(OrchestratorRun.id == run_id)
+    if for_update and session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(of=OrchestratorRun)
+    return session.scalars(stmt).unique().one_or_none()
+
+
+@dataclass(frozen=True)
+class RunPage:
+    runs: list[OrchestratorRun]
+    next_cursor: str | None
+
+
+def encode_cursor(run: OrchestratorRun) -> str:
+    queued = as_utc(run.queued_at)
+    assert queued is not None
+    raw = json.dumps([queued.isoformat(), str(run.id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        queued, run_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        return datetime.fromisoformat(queued), uuid.UUID(run_id)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise InvalidCursor("cursor is not one this server issued") from exc
+
+
+def list_runs(
+    session: Session,
+    *,
+    status: RunStatus | None = None,
+    service: str | None = None,
+    limit: int = 20,
+    cursor: str | None = None,
+) -> RunPage:
+    """Newest first, keyset-paginated on (queued_at, id) so new arrivals never shift a page."""
+    stmt = select(OrchestratorRun)
+    if status is not None:
+        stmt = stmt.where(OrchestratorRun.status == status)
+    if service is not None:
+        stmt = stmt.where(OrchestratorRun.target_service == service)
+    if cursor:
+        queued, run_id = decode_cursor(cursor)
+        if session.get_bind().dialect.name == "sqlite":
+            queued = queued.astimezone(UTC).replace(tzinfo=None)
+        stmt = stmt.where(
+            or_(
+                OrchestratorRun.queued_at < queued,
+                and_(OrchestratorRun.queued_at == queued, OrchestratorRun.id < run_id),
+            )
+        )
+    stmt = stmt.order_by(OrchestratorRun.queued_at.desc(), OrchestratorRun.id.desc()).limit(
+        limit + 1
+    )
+    rows = list(session.scalars(stmt).unique())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return RunPage(runs=rows, next_cursor=encode_cursor(rows[-1]) if more and rows else None)
+
+
+def transition_run(
+    session: Session,
+    run_id: uuid.UUID,
+    *,
+    expected: Sequence[RunStatus],
+    new: RunStatus,
+    message: str | None = None,
+) -> bool:
+    """Compare-and-set on the run's status; False when another actor moved it first."""
+    now = utcnow()
+    values: dict[str, Any] = {"status": new, "heartbeat_at": now}
+    if new == RunStatus.RUNNING:
+        values["started_at"] = now
+    if new in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.ROLLED_BACK):
+        values["completed_at"] = now
+    if message is not None:
+        values["message"] = message
+    result = session.execute(
+        update(OrchestratorRun)
+        .where(OrchestratorRun.id == run_id, OrchestratorRun.status.in_(list(expected)))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    session.flush()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def touch_heartbeat(session: Session, run_id: uuid.UUID) -> bool:
+    result = session.execute(
+        update(OrchestratorRun)
+        .where(OrchestratorRun.id == run_id)
+        .values(heartbeat_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def update_step(
+    session: Session, run: OrchestratorRun, name: StepName, **changes: Any
+) -> dict[str, Any]:
+    """Change one step of the run's plan snapshot (JSON column, so reassign and flag)."""
+    steps = [dict(step) for step in run.action_plan.steps]
+    for step in steps:
+        if step["name"] == name.value:
+            for key, value in changes.items():
+                step[key] = value.isoformat() if isinstance(value, datetime) else value
+            run.action_plan.steps = steps
+            flag_modified(run.action_plan, "steps")
+            session.flush()
+            return step
+    raise KeyError(f"plan has no step {name.value}")
+
+
+def add_artifact(
+    session: Session,
+    run: OrchestratorRun,
+    stored: StoredArtifact,
+    *,
+    type: ArtifactType,
+    kind: str,
+    content_type: str = "text/plain",
+) -> RunArtifact:
+    artifact = RunArtifact(
+        run_id=run.id,
+        type=type,
+        kind=kind,
+        path=stored.path,
+        checksum=stored.checksum,
+        size_bytes=stored.size_bytes,
+        content_type=content_type,
+    )
+    session.add(artifact)
+    session.flush()
+    return artifact
+
+
+def list_artifacts(session: Session, run_id: uuid.UUID) -> list[RunArtifact]:
+    stmt = (
+        select(RunArtifact)
+        .where(RunArtifact.run_id == run_id)
+        .order_by(RunArtifact.created_at, RunArtifact.id)
+    )
+    return list(session.scalars(stmt))
+
+
+def get_artifact(session: Session, run_id: uuid.UUID, artifact_id: uuid.UUID) -> RunArtifact | None:
+    stmt = select(RunArtifact).where(RunArtifact.id == artifact_id, RunArtifact.run_id == run_id)
+    return session.scalars(stmt).one_or_none()
+
+
+def record_task_state(
+    session: Session,
+    run_id: uuid.UUID,
+    step: StepName,
+    state: TaskStateName,
+    *,
+    celery_task_id: str | None,
+    message: str | None = None,
+    artifact_refs: Sequence[str] = (),
+    attempt: int = 1,
+) -> TaskState:
+    """Insert or advance the task-state row of this step attempt."""
+    row = session.scalars(
+        select(TaskState).where(
+            TaskState.run_id == run_id, TaskState.plan_step == step, TaskState.attempt == attempt
+        )
+    ).one_or_none()
+    if row is None:
+        row = TaskState(run_id=run_id, plan_step=step, attempt=attempt, state=state)
+        session.add(row)
+    row.state = state
+    row.celery_task_id = celery_task_id
+    if message is not None:
+        row.message = message
+    row.artifact_refs = list(artifact_refs)
+    row.updated_at = utcnow()
+    session.flush()
+    return row
+
+
+def list_task_states(session: Session, run_id: uuid.UUID) -> list[TaskState]:
+    stmt = (
+        select(TaskState)
+        .where(TaskState.run_id == run_id)
+        .order_by(TaskState.created_at, TaskState.id)
+    )
+    return list(session.scalars(stmt))
+
+
+def set_metrics(session: Session, run: OrchestratorRun, **values: Any) -> None:
+    merged = dict(run.metrics_snapshot or {})
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    run.metrics_snapshot = merged
+    flag_modified(run, "metrics_snapshot")
+    session.flush()
+
+
+def note_missing_artifact(session: Session, run: OrchestratorRun, name: str) -> None:
+    if name not in (run.missing_artifacts or []):
+        run.missing_artifacts = [*(run.missing_artifacts or []), name]
+        flag_modified(run, "missing_artifacts")
+        session.flush()

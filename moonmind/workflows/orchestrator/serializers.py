@@ -1,0 +1,94 @@
+"""Database rows → API models."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from api_service.db.models import OrchestratorRun, RunArtifact
+from moonmind.schemas.workflow_models import (
+    ActionPlanModel,
+    PlanStepDefinition,
+    PlanStepState,
+    RunArtifactModel,
+    RunDetail,
+    RunSummary,
+)
+from moonmind.workflows.orchestrator.repositories import as_utc
+
+
+def run_summary(run: OrchestratorRun) -> RunSummary:
+    return RunSummary(**_summary_fields(run))
+
+
+def _summary_fields(run: OrchestratorRun) -> dict[str, Any]:
+    queued_at = as_utc(run.queued_at)
+    assert queued_at is not None
+    return {
+        "run_id": run.id,
+        "status": run.status,
+        "target_service": run.target_service,
+        "instruction": run.instruction,
+        "priority": run.priority,
+        "queued_at": queued_at,
+        "started_at": as_utc(run.started_at),
+        "completed_at": as_utc(run.completed_at),
+        "approval_required": run.approval_gate_id is not None,
+        "approval_status": "awaiting"
+        if run.status == "awaiting_approval"
+        else ("granted" if run.approval_gate_id is not None else "not_required"),
+        "message": run.message,
+        "missing_artifacts": list(run.missing_artifacts or []),
+    }
+
+
+def artifact_model(artifact: RunArtifact) -> RunArtifactModel:
+    created = as_utc(artifact.created_at)
+    assert created is not None
+    return RunArtifactModel(
+        artifact_id=artifact.id,
+        type=artifact.type,
+        kind=artifact.kind,
+        path=artifact.path,
+        checksum=artifact.checksum,
+        size_bytes=artifact.size_bytes,
+        content_type=artifact.content_type,
+        created_at=created,
+    )
+
+
+def _when(value: str | None) -> datetime | None:
+    return as_utc(datetime.fromisoformat(value)) if value else None
+
+
+def run_detail(run: OrchestratorRun, artifacts: list[RunArtifact]) -> RunDetail:
+    plan = run.action_plan
+    generated = as_utc(plan.generated_at)
+    assert generated is not None
+    return RunDetail(
+        **_summary_fields(run),
+        action_plan=ActionPlanModel(
+            plan_id=plan.id,
+            generated_at=generated,
+            generated_by=plan.generated_by,
+            steps=[
+                PlanStepDefinition(name=step["name"], parameters=step.get("parameters") or {})
+                for step in plan.steps
+            ],
+        ),
+        steps=[
+            PlanStepState(
+                name=step["name"],
+                status=step["status"],
+                started_at=_when(step.get("started_at")),
+                completed_at=_when(step.get("completed_at")),
+                celery_task_id=step.get("celery_task_id"),
+                message=step.get("message"),
+                artifact_refs=[uuid.UUID(ref) for ref in step.get("artifact_refs") or []],
+            )
+            for step in plan.steps
+        ],
+        artifacts=[artifact_model(a) for a in artifacts],
+        metrics_snapshot=run.metrics_snapshot or {},
+    )

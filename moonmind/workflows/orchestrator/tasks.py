@@ -1,0 +1,296 @@
+"""Celery tasks: one per step. Each reloads the run by id, moves its state with
+compare-and-set, runs the step outside any transaction, records the outcome, and only
+then enqueues the next step. The database is the truth; Celery only delivers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from celery import Celery, Task
+
+from api_service.db.base import Database, get_database
+from moonmind.config import Settings, get_settings
+from moonmind.workflows.orchestrator import repositories as repo
+from moonmind.workflows.orchestrator.action_plan import ServiceContext
+from moonmind.workflows.orchestrator.celery_app import app
+from moonmind.workflows.orchestrator.enums import (
+    TERMINAL_STATUSES,
+    Priority,
+    RunStatus,
+    StepName,
+    StepStatus,
+    TaskStateName,
+)
+from moonmind.workflows.orchestrator.metrics import Metrics, metrics_from_settings
+from moonmind.workflows.orchestrator.names import (
+    TASK_ANALYZE,
+    TASK_BUILD,
+    TASK_HEARTBEAT,
+    TASK_PATCH,
+    TASK_RESTART,
+    TASK_ROLLBACK,
+    TASK_VERIFY,
+)
+from moonmind.workflows.orchestrator.steps import (
+    STEP_FUNCTIONS,
+    StepContext,
+    StepFailed,
+    StepResult,
+)
+from moonmind.workflows.orchestrator.storage import ArtifactStore
+
+log = logging.getLogger("moonmind.orchestrator")
+
+TASK_NAMES = {
+    StepName.ANALYZE: TASK_ANALYZE,
+    StepName.PATCH: TASK_PATCH,
+    StepName.BUILD: TASK_BUILD,
+    StepName.RESTART: TASK_RESTART,
+    StepName.VERIFY: TASK_VERIFY,
+    StepName.ROLLBACK: TASK_ROLLBACK,
+}
+NEXT_STEP = {
+    StepName.ANALYZE: StepName.PATCH,
+    StepName.PATCH: StepName.BUILD,
+    StepName.BUILD: StepName.RESTART,
+    StepName.RESTART: StepName.VERIFY,
+}
+PRIORITY_VALUES = {Priority.NORMAL: 0, Priority.HIGH: 9}
+
+
+def _database() -> Database:
+    return get_database(get_settings().database_url)
+
+
+@lru_cache(maxsize=1)
+def _metrics() -> Metrics:
+    settings = get_settings()
+    return metrics_from_settings(settings.statsd_host, settings.statsd_port, settings.statsd_prefix)
+
+
+def _event(run_id: uuid.UUID, step: str, event: str, **fields: Any) -> None:
+    """One JSON line per event, so run logs can be filtered by run and step."""
+    log.info(json.dumps({"event": event, "run_id": str(run_id), "step": step, **fields}))
+
+
+def enqueue_step(
+    celery: Celery, settings: Settings, step: StepName, run_id: uuid.UUID, priority: Priority
+) -> None:
+    celery.send_task(
+        TASK_NAMES[step],
+        args=[str(run_id)],
+        queue=settings.queue,
+        routing_key=settings.queue,
+        priority=PRIORITY_VALUES[priority],
+    )
+
+
+@dataclass(frozen=True)
+class _Started:
+    context: StepContext
+    priority: Priority
+
+
+def _begin(step: StepName, run_id: uuid.UUID, task_id: str | None) -> _Started | StepName | None:
+    """Claim the step. Returns what to run, the next step when this one already ran, or None."""
+    settings = get_settings()
+    with _database().session() as session:
+        run = repo.get_run(session, run_id, for_update=True)
+        if run is None:
+            log.warning("run %s no longer exists; %s ignored", run_id, step.value)
+            return None
+        if run.status in TERMINAL_STATUSES:
+            return None
+        state = next(s for s in run.action_plan.steps if s["name"] == step.value)
+        if state["status"] == StepStatus.SUCCEEDED.value:  # a redelivery of a finished step
+            return NEXT_STEP.get(step)
+        if run.status == RunStatus.PENDING and not repo.transition_run(
+            session, run_id, expected=[RunStatus.PENDING], new=RunStatus.RUNNING
+        ):
+            return None
+        repo.update_step(
+            session,
+            run,
+            step,
+            status=StepStatus.IN_PROGRESS.value,
+            started_at=datetime.now(UTC),
+            celery_task_id=task_id,
+        )
+        repo.record_task_state(session, run_id, step, TaskStateName.STARTED, celery_task_id=task_id)
+        previous = {s["name"]: s.get("result") or {} for s in run.action_plan.steps}
+        context = StepContext(
+            run_id=run_id,
+            instruction=run.instruction,
+            service=ServiceContext.from_json(run.action_plan.service_context),
+            store=ArtifactStore(settings.artifact_root_path),
+            previous=previous,
+            requested_patch=run.requested_patch,
+            agent_template=settings.patch_agent,
+            agent_timeout_s=settings.patch_agent_timeout_seconds,
+        )
+        return _Started(context, run.priority)
+
+
+def _finish(
+    step: StepName,
+    started: _Started,
+    task_id: str | None,
+    outcome: StepResult | StepFailed,
+    duration_s: float,
+) -> StepName | None:
+    """Record the outcome and decide what comes next."""
+    ctx = started.context
+    metrics = _metrics()
+    with _database().session() as session:
+        run = repo.get_run(session, ctx.run_id, for_update=True)
+        if run is None:
+            return None
+        refs = [
+            str(
+                repo.add_artifact(
+                    session, run, p.stored, type=p.type, kind=p.kind, content_type=p.content_type
+                ).id
+            )
+            for p in ctx.produced
+        ]
+        for missing in ctx.missing:
+            repo.note_missing_artifact(session, run, missing)
+        repo.set_metrics(session, run, step_durations_seconds={step.value: round(duration_s, 3)})
+        failed = isinstance(outcome, StepFailed)
+        status = StepStatus.FAILED if failed else StepStatus.SUCCEEDED
+        repo.update_step(
+            session,
+            run,
+            step,
+            status=status.value,
+            completed_at=datetime.now(UTC),
+            message=outcome.message,
+            artifact_refs=refs,
+            result=outcome.result,
+        )
+        repo.record_task_state(
+            session,
+            ctx.run_id,
+            step,
+            TaskStateName.FAILURE if failed else TaskStateName.SUCCESS,
+            celery_task_id=task_id,
+            message=outcome.message,
+            artifact_refs=refs,
+        )
+        metrics.incr(f"steps.{step.value}.{'failed' if failed else 'succeeded'}")
+        metrics.timing_ms(f"steps.{step.value}.duration", duration_s * 1000)
+        if step == StepName.VERIFY:
+            metrics.incr("verify.attempts", int(outcome.result.get("probe_attempts") or 0))
+        if step == StepName.ROLLBACK:
+            metrics.timing_ms("rollback.duration", duration_s * 1000)
+            final = RunStatus.FAILED if failed else RunStatus.ROLLED_BACK
+            reason = run.message or "a step failed"
+            note = (
+                f"{reason}; rollback failed: {outcome.message}"
+                if failed
+                else f"{reason}; rolled back"
+            )
+            _close(session, run, final, note, metrics)
+            return None
+        if not failed:
+            nxt = NEXT_STEP.get(step)
+            if nxt is None:
+                _skip_pending(session, run)
+                _close(session, run, RunStatus.SUCCEEDED, outcome.message, metrics)
+            return nxt
+        assert isinstance(outcome, StepFailed)
+        patched = any(
+            s["name"] == StepName.PATCH.value and s["status"] == StepStatus.SUCCEEDED.value
+            for s in run.action_plan.steps
+        )
+        if outcome.rollback and patched:
+            run.message = outcome.message
+            session.flush()
+            return StepName.ROLLBACK
+        _skip_pending(session, run)
+        _close(session, run, RunStatus.FAILED, outcome.message, metrics)
+        return None
+
+
+def _skip_pending(session: Any, run: Any) -> None:
+    for state in list(run.action_plan.steps):
+        if state["status"] == StepStatus.PENDING.value:
+            repo.update_step(session, run, StepName(state["name"]), status=StepStatus.SKIPPED.value)
+
+
+def _close(session: Any, run: Any, status: RunStatus, message: str, metrics: Metrics) -> None:
+    repo.transition_run(session, run.id, expected=[RunStatus.RUNNING], new=status, message=message)
+    metrics.incr(f"runs.status.{status.value}")
+    queued = repo.as_utc(run.queued_at)
+    if queued is not None:
+        elapsed = (datetime.now(UTC) - queued).total_seconds()
+        metrics.timing_ms(f"runs.duration.{status.value}", elapsed * 1000)
+    _event(run.id, "run", "run_finished", status=status.value, message=message)
+
+
+def execute_step(step: StepName, run_id: uuid.UUID, task_id: str | None) -> None:
+    claimed = _begin(step, run_id, task_id)
+    if claimed is None:
+        return
+    settings = get_settings()
+    if isinstance(claimed, StepName):
+        _enqueue_for(run_id, claimed, settings)
+        return
+    _event(run_id, step.value, "step_started", celery_task_id=task_id)
+    _metrics().incr(f"steps.{step.value}.started")
+    began = time.monotonic()
+    outcome: StepResult | StepFailed
+    try:
+        outcome = STEP_FUNCTIONS[step](claimed.context)
+    except StepFailed as exc:
+        outcome = exc
+    except Exception as exc:  # an adapter bug must still end the step with a reason
+        log.exception("step %s of run %s crashed", step.value, run_id)
+        outcome = StepFailed(f"{step.value} crashed: {type(exc).__name__}: {exc}")
+    duration = time.monotonic() - began
+    nxt = _finish(step, claimed, task_id, outcome, duration)
+    _event(
+        run_id,
+        step.value,
+        "step_finished",
+        outcome="failed" if isinstance(outcome, StepFailed) else "succeeded",
+        message=outcome.message,
+        duration_s=round(duration, 3),
+    )
+    if nxt is not None:
+        enqueue_step(app, settings, nxt, run_id, claimed.priority)
+
+
+def _enqueue_for(run_id: uuid.UUID, step: StepName, settings: Settings) -> None:
+    with _database().session() as session:
+        run = repo.get_run(session, run_id)
+        priority = run.priority if run is not None else Priority.NORMAL
+    enqueue_step(app, settings, step, run_id, priority)
+
+
+def _register(step: StepName) -> Task:
+    @app.task(name=TASK_NAMES[step], bind=True)
+    def _step_task(self: Task, run_id: str) -> None:
+        execute_step(step, uuid.UUID(run_id), self.request.id)
+
+    return _step_task
+
+
+STEP_TASKS = {step: _register(step) for step in StepName}
+
+
+@app.task(name=TASK_HEARTBEAT)
+def heartbeat(run_id: str) -> bool:
+    """Mark a run as seen by a live worker; used by liveness checks and the sweeper."""
+    with _database().session() as session:
+        found = repo.touch_heartbeat(session, uuid.UUID(run_id))
+    if not found:
+        log.info("heartbeat for unknown run %s ignored", run_id)
+    return found

@@ -1,0 +1,118 @@
+"""Real worker and API processes against real brokers and databases (no eager mode)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api_service.db import migrate
+from api_service.db.base import Database
+from moonmind.config import load_settings
+from moonmind.workflows.orchestrator import repositories
+from moonmind.workflows.orchestrator.celery_app import create_celery
+from moonmind.workflows.orchestrator.names import TASK_HEARTBEAT
+from tests.support.processes import start_api, start_worker
+
+
+def _create_run(db: Database) -> uuid.UUID:
+    with db.session() as session:
+        run = repositories.create_run(
+            session,
+            instruction="liveness check",
+            target_service="app",
+            steps=[{"name": "analyze"}],
+            service_context={},
+            artifact_root="var/artifacts/spec_workflows",
+        )
+        return run.id
+
+
+def _wait_for(check: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _heartbeat_seen(db: Database, run_id: uuid.UUID) -> bool:
+    with db.session() as session:
+        run = repositories.get_run(session, run_id)
+        return run is not None and run.heartbeat_at is not None
+
+
+def _round_trip(
+    env: dict[str, str], cwd: Path, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = _create_run(db)
+    worker = start_worker(env, cwd)
+    try:
+        # The producer sees exactly the settings the worker sees.
+        monkeypatch.chdir(cwd)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        app = create_celery(load_settings())
+        app.send_task(TASK_HEARTBEAT, args=[str(run_id)])
+        assert _wait_for(lambda: _heartbeat_seen(db, run_id), timeout=60), worker.output()
+        assert f"Task {TASK_HEARTBEAT}" in worker.output()
+    finally:
+        worker.stop()
+
+
+def test_task_through_rabbitmq_lands_in_postgres(
+    migrated_postgres: str,
+    amqp_url: str,
+    amqp_queue: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (tmp_path / "config.toml").write_text("")
+    env = {
+        "MOONMIND_CONFIG": str(tmp_path / "config.toml"),
+        "MOONMIND_DATABASE_URL": migrated_postgres,
+        "CELERY_BROKER_URL": amqp_url,
+        "ORCHESTRATOR_QUEUE": amqp_queue,
+    }
+    db = Database(migrated_postgres)
+    try:
+        _round_trip(env, tmp_path, db, monkeypatch)
+    finally:
+        db.dispose()
+
+
+def test_embedded_default_sqlite_and_local_transport(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No settings at all: SQLite and the filesystem transport under ./var."""
+    (tmp_path / "config.toml").write_text("")
+    db_url = f"sqlite:///{tmp_path / 'var' / 'orchestrator.db'}"
+    migrate.upgrade(db_url)
+    db = Database(db_url)
+    env = {"MOONMIND_CONFIG": str(tmp_path / "config.toml")}
+    try:
+        _round_trip(env, tmp_path, db, monkeypatch)
+        assert (tmp_path / "var" / "celery" / "queue").is_dir()
+    finally:
+        db.dispose()
+
+
+def test_api_serves_docs_and_empty_run_list(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text("")
+    env = {"MOONMIND_CONFIG": str(tmp_path / "config.toml")}
+    api, base = start_api(env, tmp_path)
+    try:
+        assert "listening on http://127.0.0.1:" in api.output()
+        docs = httpx.get(f"{base}/docs", timeout=10)
+        assert docs.status_code == 200
+        assert "swagger" in docs.text.lower()
+        runs = httpx.get(f"{base}/orchestrator/runs", timeout=10)
+        assert runs.status_code == 200
+        assert runs.json() == {"runs": []}
+    finally:
+        api.stop()

@@ -1,0 +1,148 @@
+"""A broken copy of the demo stack, and a real API + worker pointed at it."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kombu import Connection
+
+from tests.support.processes import Process, start_api, start_worker
+from tests.support.stack import Stack, compose, compose_down, make_stack
+
+TERMINAL = {"succeeded", "failed", "rolled_back"}
+
+
+def git_commit_all(root: Path, message: str) -> None:
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True, capture_output=True)
+    subprocess.run(
+        ["git", "commit", "-q", "-m", message], cwd=root, check=True, capture_output=True
+    )
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every file's bytes (symlinks as their target), .git and the wheelhouse excepted."""
+    found: dict[str, bytes] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith((".git/", "app/wheelhouse/")) or rel in (".git", "app/wheelhouse"):
+            continue
+        if path.is_symlink():
+            found[rel] = b"->" + str(path.readlink()).encode()
+        elif path.is_file():
+            found[rel] = path.read_bytes()
+    return found
+
+
+def bring_up(stack: Stack) -> None:
+    build = compose(stack, "build", "app")
+    assert build.returncode == 0, build.stdout + build.stderr
+    up = compose(stack, "up", "-d")
+    assert up.returncode == 0, up.stdout + up.stderr
+
+
+@pytest.fixture
+def broken_stack(tmp_path: Path) -> Iterator[Stack]:
+    """The demo stack built and started: `app` crashes, `sibling` serves."""
+    stack = make_stack(tmp_path / "workspace", project=f"mmrun{uuid.uuid4().hex[:8]}")
+    try:
+        yield stack
+    finally:
+        compose_down(stack)
+        subprocess.run(
+            [
+                "docker",
+                "image",
+                "prune",
+                "-f",
+                "--filter",
+                f"label=com.docker.compose.project={stack.project}",
+            ],
+            capture_output=True,
+            check=False,
+        )
+
+
+@dataclass
+class Orchestrator:
+    base_url: str
+    artifact_root: Path
+    api: Process
+    worker: Process
+
+    def post_run(self, **body: object) -> httpx.Response:
+        return httpx.post(f"{self.base_url}/orchestrator/runs", json=body, timeout=60)
+
+    def run_detail(self, run_id: str) -> dict[str, Any]:
+        response = httpx.get(f"{self.base_url}/orchestrator/runs/{run_id}", timeout=30)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def wait_terminal(self, run_id: str, timeout: float = 420) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            detail = self.run_detail(run_id)
+            if detail["status"] in TERMINAL:
+                return detail
+            time.sleep(1)
+        raise AssertionError(
+            f"run {run_id} not finished after {timeout}s: {detail}\n{self.worker.output()[-4000:]}"
+        )
+
+
+@pytest.fixture
+def start_orchestrator(
+    migrated_postgres: str, amqp_url: str, tmp_path: Path
+) -> Iterator[Callable[..., Orchestrator]]:
+    """Start API + worker for a stack; extra env (e.g. a patch agent) per call."""
+    started: list[Orchestrator] = []
+    queues: list[str] = []
+
+    def _start(
+        stack: Stack, *, config: str = "", worker_env: dict[str, str] | None = None
+    ) -> Orchestrator:
+        queue = f"orchestrator.run.test-{uuid.uuid4().hex[:10]}"
+        queues.append(queue)
+        config_file = tmp_path / "config.toml"
+        config_file.write_text(config)
+        artifact_root = tmp_path / "artifacts"
+        env = {
+            "MOONMIND_CONFIG": str(config_file),
+            "MOONMIND_DATABASE_URL": migrated_postgres,
+            "CELERY_BROKER_URL": amqp_url,
+            "ORCHESTRATOR_QUEUE": queue,
+            "ORCHESTRATOR_WORKSPACE": str(stack.root),
+            "ORCHESTRATOR_COMPOSE_PROJECT": stack.project,
+            "ORCHESTRATOR_ARTIFACT_ROOT": str(artifact_root),
+        }
+        worker = start_worker({**env, **(worker_env or {})}, tmp_path)
+        api, base = start_api(env, tmp_path)
+        orchestrator = Orchestrator(base, artifact_root, api, worker)
+        started.append(orchestrator)
+        return orchestrator
+
+    yield _start
+    for orchestrator in started:
+        orchestrator.api.stop()
+        orchestrator.worker.stop()
+    with Connection(amqp_url) as conn:
+        for queue in queues:
+            try:
+                conn.default_channel.queue_delete(queue)
+            except Exception:  # never declared
+                pass
+
+
+def health_config(stack: Stack, timeout: int = 60) -> str:
+    return (
+        "[orchestrator.services.app]\n"
+        f'health_url = "http://127.0.0.1:{stack.app_port}/health"\n'
+        f"health_timeout_seconds = {timeout}\n"
+    )

@@ -1,0 +1,281 @@
+"""End to end: a real engine, compose project, worker process, PostgreSQL and RabbitMQ."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+
+from tests.integration.orchestrator.conftest import (
+    Orchestrator,
+    bring_up,
+    git_commit_all,
+    health_config,
+    tree_bytes,
+)
+from tests.support.stack import Stack
+
+AGENT = Path(__file__).resolve().parents[2] / "fixtures" / "agents" / "set_env_agent.py"
+Starter = Callable[..., Orchestrator]
+STEPS = ["analyze", "patch", "build", "restart", "verify"]
+
+
+def _container(stack: Stack, service: str) -> tuple[str, str, str]:
+    """(container id, start time, image id) of a service's container."""
+    client = docker.from_env()
+    try:
+        found = client.containers.list(
+            all=True,
+            filters={
+                "label": [
+                    f"com.docker.compose.project={stack.project}",
+                    f"com.docker.compose.service={service}",
+                ]
+            },
+        )
+        assert len(found) == 1, found
+        attrs = found[0].attrs
+        return attrs["Id"], attrs["State"]["StartedAt"], attrs["Image"]
+    finally:
+        client.close()
+
+
+def _wait_exited(stack: Stack, timeout: float = 60) -> None:
+    client = docker.from_env()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            cid = _container(stack, "app")[0]
+            if client.containers.get(cid).status == "exited":
+                return
+            time.sleep(0.5)
+    finally:
+        client.close()
+    raise AssertionError("app never crashed")
+
+
+def _assert_artifacts(orchestrator: Orchestrator, detail: dict[str, Any]) -> dict[str, Any]:
+    by_path = {}
+    for artifact in detail["artifacts"]:
+        path = orchestrator.artifact_root / detail["run_id"] / artifact["path"]
+        data = path.read_bytes()
+        assert hashlib.sha256(data).hexdigest() == artifact["checksum"], artifact["path"]
+        assert len(data) == artifact["size_bytes"]
+        by_path[artifact["path"]] = artifact
+    return by_path
+
+
+def _assert_fixed(
+    stack: Stack, orchestrator: Orchestrator, run_id: str, expect_files: list[str]
+) -> dict[str, Any]:
+    sibling_before = _container(stack, "sibling")[:2]
+    app_before = _container(stack, "app")
+    detail = orchestrator.wait_terminal(run_id)
+    assert detail["status"] == "succeeded", (detail, orchestrator.worker.output()[-3000:])
+
+    steps = {s["name"]: s for s in detail["steps"]}
+    assert [n for n in STEPS if steps[n]["status"] == "succeeded"] == STEPS
+    assert steps["rollback"]["status"] == "skipped"
+    started = [steps[n]["started_at"] for n in STEPS]
+    assert started == sorted(started)
+    for name in STEPS:
+        assert steps[name]["celery_task_id"]
+
+    artifacts = _assert_artifacts(orchestrator, detail)
+    for expected in (
+        "analysis.json",
+        "analyze.log",
+        "patch.diff",
+        "pre-images/manifest.json",
+        "build.log",
+        "restart.log",
+        "verify.log",
+    ):
+        assert expected in artifacts, sorted(artifacts)
+    diff = (orchestrator.artifact_root / run_id / "patch.diff").read_text()
+    touched = sorted(
+        line.split(" b/", 1)[1] for line in diff.splitlines() if line.startswith("diff --git")
+    )
+    assert touched == expect_files
+
+    app_after = _container(stack, "app")
+    assert app_after[2] != app_before[2], "image id did not change"
+    assert app_after[0] != app_before[0], "container was not recreated"
+    assert _container(stack, "sibling")[:2] == sibling_before, "sibling was disturbed"
+    health = httpx.get(f"http://127.0.0.1:{stack.app_port}/health", timeout=5)
+    assert health.status_code == 200
+    assert "build.log" in {a["path"] for a in detail["artifacts"]}
+    verify_log = (orchestrator.artifact_root / run_id / "verify.log").read_text()
+    assert "probe #" in verify_log
+    assert "health check: ok" in verify_log
+    return detail
+
+
+@pytest.mark.docker
+def test_fixes_missing_python_dependency(broken_stack: Stack, start_orchestrator: Starter) -> None:
+    bring_up(broken_stack)
+    _wait_exited(broken_stack)
+    orchestrator = start_orchestrator(broken_stack, config=health_config(broken_stack))
+    response = orchestrator.post_run(instruction="fix the missing dependency", target_service="app")
+    assert response.status_code == 202, response.text
+    summary = response.json()
+    assert summary["status"] == "pending"
+
+    detail = _assert_fixed(broken_stack, orchestrator, summary["run_id"], ["app/requirements.txt"])
+
+    diff = (orchestrator.artifact_root / summary["run_id"] / "patch.diff").read_text()
+    assert "+PyYAML" in diff
+    analysis = (orchestrator.artifact_root / summary["run_id"] / "analysis.json").read_text()
+    assert "python_missing_module" in analysis
+    assert '"yaml"' in analysis
+    log = orchestrator.worker.output()
+    positions = [log.find(f'"step": "{name}"') for name in STEPS]
+    assert all(p >= 0 for p in positions)
+    assert positions == sorted(positions)
+    assert detail["action_plan"]["steps"][2]["parameters"]["argv"][-2:] == ["build", "app"]
+
+
+@pytest.mark.docker
+def test_applies_operator_supplied_patch(broken_stack: Stack, start_orchestrator: Starter) -> None:
+    bring_up(broken_stack)
+    _wait_exited(broken_stack)
+    orchestrator = start_orchestrator(broken_stack, config=health_config(broken_stack))
+    requirements = (broken_stack.root / "app" / "requirements.txt").read_text()
+    patch = (
+        "--- a/app/requirements.txt\n+++ b/app/requirements.txt\n"
+        f"@@ -1,{len(requirements.splitlines())} +1,{len(requirements.splitlines()) + 1} @@\n"
+        + "".join(f" {line}\n" for line in requirements.splitlines())
+        + "+PyYAML>=6\n"
+    )
+    response = orchestrator.post_run(
+        instruction="add PyYAML", target_service="app", patch=patch, priority="high"
+    )
+    assert response.status_code == 202, response.text
+    detail = _assert_fixed(
+        broken_stack, orchestrator, response.json()["run_id"], ["app/requirements.txt"]
+    )
+    assert detail["action_plan"]["generated_by"] == "operator"
+    assert "PyYAML>=6" in (broken_stack.root / "app" / "requirements.txt").read_text()
+
+
+@pytest.mark.docker
+def test_scripted_agent_patches_when_no_rule_applies(
+    broken_stack: Stack, start_orchestrator
+) -> None:
+    app = broken_stack.root / "app"
+    (app / "requirements.txt").write_text("PyYAML\n")
+    source = (app / "app.py").read_text()
+    (app / "app.py").write_text(
+        source.replace(
+            "import yaml\n",
+            "import yaml\n\nif not os.environ.get('GREETING'):\n"
+            "    raise SystemExit('environment variable GREETING is not set')\n",
+        )
+    )
+    git_commit_all(broken_stack.root, "needs GREETING")
+    bring_up(broken_stack)
+    _wait_exited(broken_stack)
+    agent = (
+        f"{sys.executable} {AGENT} --workspace {{workspace}} --analysis {{analysis}} "
+        "--instruction {instruction}"
+    )
+    orchestrator = start_orchestrator(
+        broken_stack,
+        config=health_config(broken_stack),
+        worker_env={"ORCHESTRATOR_PATCH_AGENT": agent},
+    )
+    response = orchestrator.post_run(instruction="it will not start", target_service="app")
+    assert response.status_code == 202, response.text
+    run_id = response.json()["run_id"]
+    detail = _assert_fixed(broken_stack, orchestrator, run_id, ["app/Dockerfile"])
+    patch_step = next(s for s in detail["steps"] if s["name"] == "patch")
+    assert patch_step["message"].startswith("agent:")
+    agent_log = (orchestrator.artifact_root / run_id / "agent.log").read_text()
+    assert "set GREETING" in agent_log
+    assert "it will not start" in agent_log
+
+
+def _assert_rejected(orchestrator: Orchestrator, stack: Stack, patch: str, reason: str) -> None:
+    before = tree_bytes(stack.root)
+    image_before = _container(stack, "app")[2]
+    response = orchestrator.post_run(instruction="apply this", target_service="app", patch=patch)
+    assert response.status_code == 202, response.text
+    detail = orchestrator.wait_terminal(response.json()["run_id"])
+    assert detail["status"] == "failed"
+    steps = {s["name"]: s for s in detail["steps"]}
+    assert steps["patch"]["status"] == "failed"
+    assert reason in steps["patch"]["message"]
+    assert steps["build"]["status"] == "skipped"
+    assert "build.log" not in {a["path"] for a in detail["artifacts"]}
+    assert tree_bytes(stack.root) == before
+    assert _container(stack, "app")[2] == image_before
+
+
+@pytest.mark.docker
+def test_patch_outside_allow_list_is_refused(
+    broken_stack: Stack, start_orchestrator: Starter
+) -> None:
+    bring_up(broken_stack)
+    orchestrator = start_orchestrator(broken_stack, config=health_config(broken_stack))
+    patch = (
+        "--- a/app/app.py\n+++ b/app/app.py\n@@ -1,1 +1,1 @@\n"
+        + "-"
+        + (broken_stack.root / "app" / "app.py").read_text().splitlines()[0]
+        + "\n"
+        + '+"""patched"""\n'
+    )
+    _assert_rejected(orchestrator, broken_stack, patch, "app/app.py")
+
+    symlink_patch = (
+        "diff --git a/app/requirements-extra.txt b/app/requirements-extra.txt\n"
+        "new file mode 120000\n"
+        "--- /dev/null\n+++ b/app/requirements-extra.txt\n@@ -0,0 +1 @@\n"
+        "+/etc/passwd\n\\ No newline at end of file\n"
+    )
+    _assert_rejected(orchestrator, broken_stack, symlink_patch, "app/requirements-extra.txt")
+
+
+@pytest.mark.docker
+def test_unknown_service_lists_the_services(
+    broken_stack: Stack, start_orchestrator: Starter
+) -> None:
+    orchestrator = start_orchestrator(broken_stack)
+    response = orchestrator.post_run(instruction="fix it", target_service="nope")
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] == "unknown_service"
+    assert "app" in body["remediation"]
+    assert "sibling" in body["remediation"]
+
+    blank = orchestrator.post_run(instruction="   ", target_service="app")
+    assert blank.status_code == 400
+    assert blank.json()["error"] == "invalid_request"
+    assert "instruction" in blank.json()["detail"]
+
+
+@pytest.mark.docker
+def test_docker_unreachable_fails_fast_without_touching_files(
+    broken_stack: Stack, start_orchestrator
+) -> None:
+    orchestrator = start_orchestrator(
+        broken_stack, worker_env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    )
+    before = tree_bytes(broken_stack.root)
+    response = orchestrator.post_run(instruction="fix it", target_service="app")
+    assert response.status_code == 202
+    detail = orchestrator.wait_terminal(response.json()["run_id"], timeout=120)
+    assert detail["status"] == "failed"
+    steps = {s["name"]: s for s in detail["steps"]}
+    assert steps["analyze"]["status"] == "failed"
+    assert "infrastructure" in steps["analyze"]["message"]
+    assert "Docker engine unreachable" in detail["message"]
+    assert all(steps[n]["status"] == "skipped" for n in ("patch", "build", "restart", "verify"))
+    assert tree_bytes(broken_stack.root) == before
+    assert not (orchestrator.artifact_root / response.json()["run_id"] / "build.log").exists()
