@@ -35,7 +35,7 @@ unit: venv
 	$(BIN)/python -m pytest -ra tests/unit $(PYTEST_ARGS)
 
 demo: venv images
-	$(BIN)/python scripts/demo.py
+	$(BIN)/python -m moonmind.demo
 
 bench: venv
 	@echo "no benchmarks yet (see the performance issue)"
