@@ -22,6 +22,7 @@ from moonmind.workflows.orchestrator.enums import (
     RunStatus,
     StepName,
     StepStatus,
+    TaskStateName,
 )
 
 ApprovalStatus = Literal["not_required", "awaiting", "granted", "expired"]
@@ -82,6 +83,15 @@ class PlanStepState(BaseModel):
     message: str | None = None
     artifact_refs: list[uuid.UUID] = Field(default_factory=list)
 
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # The contract types these as plain strings: absent until the step has run.
+        data: dict[str, Any] = handler(self)
+        for key in ("celery_task_id", "message"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
+
 
 class RunArtifactModel(BaseModel):
     artifact_id: uuid.UUID
@@ -94,11 +104,25 @@ class RunArtifactModel(BaseModel):
     created_at: datetime
 
 
+class TaskStateModel(BaseModel):
+    """One Celery delivery of one step, as kept in spec_workflow_task_states."""
+
+    plan_step: StepName
+    attempt: int
+    state: TaskStateName
+    celery_task_id: str | None = None
+    message: str | None = None
+    artifact_refs: list[uuid.UUID] = Field(default_factory=list)
+    created_at: datetime
+    updated_at: datetime
+
+
 class RunDetail(RunSummary):
     action_plan: ActionPlanModel
     steps: list[PlanStepState]
     artifacts: list[RunArtifactModel]
     metrics_snapshot: dict[str, Any] = Field(default_factory=dict)
+    task_states: list[TaskStateModel] = Field(default_factory=list)
 
 
 class RunList(BaseModel):

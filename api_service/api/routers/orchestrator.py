@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, StreamingResponse
 
 from api_service.api.deps import DatabaseDep, SessionDep, SettingsDep
 from api_service.api.errors import ApiError
@@ -20,6 +23,7 @@ from moonmind.schemas.workflow_models import (
 )
 from moonmind.workflows.orchestrator import repositories, serializers
 from moonmind.workflows.orchestrator.enums import RunStatus
+from moonmind.workflows.orchestrator.events import RunFollower
 from moonmind.workflows.orchestrator.service import ComposeUnavailable, submit_run
 from moonmind.workflows.orchestrator.service_profiles import UnknownService
 from moonmind.workflows.orchestrator.storage import ArtifactPathError, ArtifactStore
@@ -93,7 +97,11 @@ def get_run(run_id: uuid.UUID, session: SessionDep) -> RunDetail:
     run = repositories.get_run(session, run_id)
     if run is None:
         raise _not_found(run_id)
-    return serializers.run_detail(run, repositories.list_artifacts(session, run_id))
+    return serializers.run_detail(
+        run,
+        repositories.list_artifacts(session, run_id),
+        repositories.list_task_states(session, run_id),
+    )
 
 
 @router.get("/runs/{run_id}/artifacts", response_model=ArtifactList, responses=_ERRORS)
@@ -109,10 +117,13 @@ def list_artifacts(run_id: uuid.UUID, session: SessionDep) -> ArtifactList:
 
 @router.get("/runs/{run_id}/artifacts/{artifact_id}", responses=_ERRORS)
 def download_artifact(
-    run_id: uuid.UUID, artifact_id: uuid.UUID, session: SessionDep, settings: SettingsDep
+    run_id: uuid.UUID, artifact_id: str, session: SessionDep, settings: SettingsDep
 ) -> FileResponse:
     """The file is located through its row, never through a client-supplied path."""
-    artifact = repositories.get_artifact(session, run_id, artifact_id)
+    try:
+        artifact = repositories.get_artifact(session, run_id, uuid.UUID(artifact_id))
+    except ValueError:
+        artifact = None
     if artifact is None:
         raise ApiError(
             404, "artifact_not_found", detail=f"run {run_id} has no artifact {artifact_id}"
@@ -133,4 +144,45 @@ def download_artifact(
         media_type=artifact.content_type,
         filename=path.name,
         headers={"X-Checksum-SHA256": artifact.checksum},
+    )
+
+
+EVENT_POLL_SECONDS = 0.5
+KEEPALIVE_SECONDS = 15.0
+
+
+@router.get(
+    "/runs/{run_id}/events",
+    responses={**_ERRORS, 200: {"content": {"text/event-stream": {}}}},
+    response_class=StreamingResponse,
+)
+def run_events(
+    run_id: uuid.UUID, session: SessionDep, settings: SettingsDep, db: DatabaseDep
+) -> StreamingResponse:
+    """Step transitions and log lines as they happen, ending with the run's final status."""
+    if repositories.get_run(session, run_id) is None:
+        raise _not_found(run_id)
+    follower = RunFollower(db, ArtifactStore(settings.artifact_root_path), run_id)
+
+    async def stream() -> AsyncIterator[str]:
+        sent = 0
+        idle = 0.0
+        while not follower.finished:
+            events = await run_in_threadpool(follower.poll)
+            for event in events:
+                sent += 1
+                yield event.encode(sent)
+            if events:
+                idle = 0.0
+            elif idle >= KEEPALIVE_SECONDS:
+                idle = 0.0
+                yield ": keep-alive\n\n"
+            if not follower.finished:
+                await asyncio.sleep(EVENT_POLL_SECONDS)
+                idle += EVENT_POLL_SECONDS
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

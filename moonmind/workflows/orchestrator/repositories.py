@@ -123,12 +123,23 @@ def encode_cursor(run: OrchestratorRun) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The (queued_at, id) a cursor points after; InvalidCursor for anything else."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        queued, run_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return datetime.fromisoformat(queued), uuid.UUID(run_id)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+        decoded = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if not (
+            isinstance(decoded, list)
+            and len(decoded) == 2
+            and all(isinstance(part, str) for part in decoded)
+        ):
+            raise ValueError("expected [queued_at, run_id]")
+        queued = datetime.fromisoformat(decoded[0])
+        # Cursors we issue are UTC; never let a naive one be read in the DB's time zone.
+        queued = (queued if queued.tzinfo else queued.replace(tzinfo=UTC)).astimezone(UTC)
+        run_id = uuid.UUID(decoded[1])
+    except (binascii.Error, ValueError, TypeError, OverflowError) as exc:
         raise InvalidCursor("cursor is not one this server issued") from exc
+    return queued, run_id
 
 
 def list_runs(

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from api_service.db.models import OrchestratorRun, RunArtifact
+from api_service.db.models import OrchestratorRun, RunArtifact, TaskState
 from moonmind.schemas.workflow_models import (
     ActionPlanModel,
     PlanStepDefinition,
@@ -14,6 +14,7 @@ from moonmind.schemas.workflow_models import (
     RunArtifactModel,
     RunDetail,
     RunSummary,
+    TaskStateModel,
 )
 from moonmind.workflows.orchestrator.repositories import as_utc
 
@@ -62,7 +63,25 @@ def _when(value: str | None) -> datetime | None:
     return as_utc(datetime.fromisoformat(value)) if value else None
 
 
-def run_detail(run: OrchestratorRun, artifacts: list[RunArtifact]) -> RunDetail:
+def task_state_model(row: TaskState) -> TaskStateModel:
+    created, updated = as_utc(row.created_at), as_utc(row.updated_at)
+    assert created is not None
+    assert updated is not None
+    return TaskStateModel(
+        plan_step=row.plan_step,
+        attempt=row.attempt,
+        state=row.state,
+        celery_task_id=row.celery_task_id,
+        message=row.message,
+        artifact_refs=[uuid.UUID(ref) for ref in row.artifact_refs or []],
+        created_at=created,
+        updated_at=updated,
+    )
+
+
+def run_detail(
+    run: OrchestratorRun, artifacts: list[RunArtifact], task_states: list[TaskState] | None = None
+) -> RunDetail:
     plan = run.action_plan
     generated = as_utc(plan.generated_at)
     assert generated is not None
@@ -91,4 +110,5 @@ def run_detail(run: OrchestratorRun, artifacts: list[RunArtifact]) -> RunDetail:
         ],
         artifacts=[artifact_model(a) for a in artifacts],
         metrics_snapshot=run.metrics_snapshot or {},
+        task_states=[task_state_model(row) for row in task_states or []],
     )

@@ -7,6 +7,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from celery import Celery
+
 from api_service.db.base import Database
 from api_service.db.models import OrchestratorRun
 from moonmind.config import Settings
@@ -19,6 +21,7 @@ from moonmind.workflows.orchestrator.adapters.compose import (
     detect_compose_command,
     normalize_project_name,
 )
+from moonmind.workflows.orchestrator.celery_app import create_celery
 from moonmind.workflows.orchestrator.enums import StepName
 from moonmind.workflows.orchestrator.metrics import metrics_from_settings
 from moonmind.workflows.orchestrator.service_profiles import (
@@ -77,6 +80,18 @@ def load_stack(settings: Settings) -> StackView:
     return view
 
 
+_producers: dict[tuple[str, str], Celery] = {}
+
+
+def _producer(settings: Settings) -> Celery:
+    """A Celery app for these settings' broker and queue (not the import-time default)."""
+    key = (settings.broker_url, settings.queue)
+    with _cache_lock:
+        if key not in _producers:
+            _producers[key] = create_celery(settings)
+        return _producers[key]
+
+
 def submit_run(settings: Settings, db: Database, request: RunCreate) -> OrchestratorRun:
     """Create the run row (raises UnknownService / ComposeUnavailable before touching anything)."""
     stack = load_stack(settings)
@@ -100,10 +115,9 @@ def submit_run(settings: Settings, db: Database, request: RunCreate) -> Orchestr
             run_id=uuid.uuid4(),
         )
     # Only now, with the row committed, may a worker see the run.
-    from moonmind.workflows.orchestrator.tasks import app as celery_app
     from moonmind.workflows.orchestrator.tasks import enqueue_step
 
-    enqueue_step(celery_app, settings, StepName.ANALYZE, run.id, request.priority)
+    enqueue_step(_producer(settings), settings, StepName.ANALYZE, run.id, request.priority)
     metrics_from_settings(settings.statsd_host, settings.statsd_port, settings.statsd_prefix).incr(
         "runs.queued"
     )

@@ -4,7 +4,6 @@ then enqueues the next step. The database is the truth; Celery only delivers."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -17,6 +16,7 @@ from celery import Celery, Task
 
 from api_service.db.base import Database, get_database
 from moonmind.config import Settings, get_settings
+from moonmind.utils.logging import log_event
 from moonmind.workflows.orchestrator import repositories as repo
 from moonmind.workflows.orchestrator.action_plan import ServiceContext
 from moonmind.workflows.orchestrator.celery_app import app
@@ -75,9 +75,7 @@ def _metrics() -> Metrics:
     return metrics_from_settings(settings.statsd_host, settings.statsd_port, settings.statsd_prefix)
 
 
-def _event(run_id: uuid.UUID, step: str, event: str, **fields: Any) -> None:
-    """One JSON line per event, so run logs can be filtered by run and step."""
-    log.info(json.dumps({"event": event, "run_id": str(run_id), "step": step, **fields}))
+_event = log_event
 
 
 def enqueue_step(
@@ -144,79 +142,89 @@ def _finish(
     task_id: str | None,
     outcome: StepResult | StepFailed,
     duration_s: float,
+) -> tuple[StepName | None, tuple[RunStatus, str] | None]:
+    """Record the outcome in one transaction; say what comes next and whether the run ended."""
+    with _database().session() as session:
+        nxt = _record(session, step, started, task_id, outcome, duration_s)
+        return nxt, session.info.get("closed")
+
+
+def _record(
+    session: Any,
+    step: StepName,
+    started: _Started,
+    task_id: str | None,
+    outcome: StepResult | StepFailed,
+    duration_s: float,
 ) -> StepName | None:
-    """Record the outcome and decide what comes next."""
     ctx = started.context
     metrics = _metrics()
-    with _database().session() as session:
-        run = repo.get_run(session, ctx.run_id, for_update=True)
-        if run is None:
-            return None
-        refs = [
-            str(
-                repo.add_artifact(
-                    session, run, p.stored, type=p.type, kind=p.kind, content_type=p.content_type
-                ).id
-            )
-            for p in ctx.produced
-        ]
-        for missing in ctx.missing:
-            repo.note_missing_artifact(session, run, missing)
-        repo.set_metrics(session, run, step_durations_seconds={step.value: round(duration_s, 3)})
-        failed = isinstance(outcome, StepFailed)
-        status = StepStatus.FAILED if failed else StepStatus.SUCCEEDED
-        repo.update_step(
-            session,
-            run,
-            step,
-            status=status.value,
-            completed_at=datetime.now(UTC),
-            message=outcome.message,
-            artifact_refs=refs,
-            result=outcome.result,
-        )
-        repo.record_task_state(
-            session,
-            ctx.run_id,
-            step,
-            TaskStateName.FAILURE if failed else TaskStateName.SUCCESS,
-            celery_task_id=task_id,
-            message=outcome.message,
-            artifact_refs=refs,
-        )
-        metrics.incr(f"steps.{step.value}.{'failed' if failed else 'succeeded'}")
-        metrics.timing_ms(f"steps.{step.value}.duration", duration_s * 1000)
-        if step == StepName.VERIFY:
-            metrics.incr("verify.attempts", int(outcome.result.get("probe_attempts") or 0))
-        if step == StepName.ROLLBACK:
-            metrics.timing_ms("rollback.duration", duration_s * 1000)
-            final = RunStatus.FAILED if failed else RunStatus.ROLLED_BACK
-            reason = run.message or "a step failed"
-            note = (
-                f"{reason}; rollback failed: {outcome.message}"
-                if failed
-                else f"{reason}; rolled back"
-            )
-            _close(session, run, final, note, metrics)
-            return None
-        if not failed:
-            nxt = NEXT_STEP.get(step)
-            if nxt is None:
-                _skip_pending(session, run)
-                _close(session, run, RunStatus.SUCCEEDED, outcome.message, metrics)
-            return nxt
-        assert isinstance(outcome, StepFailed)
-        patched = any(
-            s["name"] == StepName.PATCH.value and s["status"] == StepStatus.SUCCEEDED.value
-            for s in run.action_plan.steps
-        )
-        if outcome.rollback and patched:
-            run.message = outcome.message
-            session.flush()
-            return StepName.ROLLBACK
-        _skip_pending(session, run)
-        _close(session, run, RunStatus.FAILED, outcome.message, metrics)
+    run = repo.get_run(session, ctx.run_id, for_update=True)
+    if run is None:
         return None
+    refs = [
+        str(
+            repo.add_artifact(
+                session, run, p.stored, type=p.type, kind=p.kind, content_type=p.content_type
+            ).id
+        )
+        for p in ctx.produced
+    ]
+    for missing in ctx.missing:
+        repo.note_missing_artifact(session, run, missing)
+    repo.set_metrics(session, run, step_durations_seconds={step.value: round(duration_s, 3)})
+    failed = isinstance(outcome, StepFailed)
+    status = StepStatus.FAILED if failed else StepStatus.SUCCEEDED
+    repo.update_step(
+        session,
+        run,
+        step,
+        status=status.value,
+        completed_at=datetime.now(UTC),
+        message=outcome.message,
+        artifact_refs=refs,
+        result=outcome.result,
+    )
+    repo.record_task_state(
+        session,
+        ctx.run_id,
+        step,
+        TaskStateName.FAILURE if failed else TaskStateName.SUCCESS,
+        celery_task_id=task_id,
+        message=outcome.message,
+        artifact_refs=refs,
+    )
+    metrics.incr(f"steps.{step.value}.{'failed' if failed else 'succeeded'}")
+    metrics.timing_ms(f"steps.{step.value}.duration", duration_s * 1000)
+    if step == StepName.VERIFY:
+        metrics.incr("verify.attempts", int(outcome.result.get("probe_attempts") or 0))
+    if step == StepName.ROLLBACK:
+        metrics.timing_ms("rollback.duration", duration_s * 1000)
+        final = RunStatus.FAILED if failed else RunStatus.ROLLED_BACK
+        reason = run.message or "a step failed"
+        note = (
+            f"{reason}; rollback failed: {outcome.message}" if failed else f"{reason}; rolled back"
+        )
+        _close(session, run, final, note, metrics)
+        return None
+    if not failed:
+        nxt = NEXT_STEP.get(step)
+        if nxt is None:
+            _skip_pending(session, run)
+            _close(session, run, RunStatus.SUCCEEDED, outcome.message, metrics)
+        return nxt
+    assert isinstance(outcome, StepFailed)
+    patched = any(
+        s["name"] == StepName.PATCH.value and s["status"] == StepStatus.SUCCEEDED.value
+        for s in run.action_plan.steps
+    )
+    if outcome.rollback and patched:
+        run.message = outcome.message
+        session.flush()
+        return StepName.ROLLBACK
+    _skip_pending(session, run)
+    _close(session, run, RunStatus.FAILED, outcome.message, metrics)
+    return None
 
 
 def _skip_pending(session: Any, run: Any) -> None:
@@ -232,7 +240,7 @@ def _close(session: Any, run: Any, status: RunStatus, message: str, metrics: Met
     if queued is not None:
         elapsed = (datetime.now(UTC) - queued).total_seconds()
         metrics.timing_ms(f"runs.duration.{status.value}", elapsed * 1000)
-    _event(run.id, "run", "run_finished", status=status.value, message=message)
+    session.info["closed"] = (status, message)
 
 
 def execute_step(step: StepName, run_id: uuid.UUID, task_id: str | None) -> None:
@@ -255,7 +263,7 @@ def execute_step(step: StepName, run_id: uuid.UUID, task_id: str | None) -> None
         log.exception("step %s of run %s crashed", step.value, run_id)
         outcome = StepFailed(f"{step.value} crashed: {type(exc).__name__}: {exc}")
     duration = time.monotonic() - began
-    nxt = _finish(step, claimed, task_id, outcome, duration)
+    nxt, closed = _finish(step, claimed, task_id, outcome, duration)
     _event(
         run_id,
         step.value,
@@ -264,6 +272,8 @@ def execute_step(step: StepName, run_id: uuid.UUID, task_id: str | None) -> None
         message=outcome.message,
         duration_s=round(duration, 3),
     )
+    if closed is not None:
+        _event(run_id, "run", "run_finished", status=closed[0].value, message=closed[1])
     if nxt is not None:
         enqueue_step(app, settings, nxt, run_id, claimed.priority)
 

@@ -75,7 +75,16 @@ class Orchestrator:
     base_url: str
     artifact_root: Path
     api: Process
-    worker: Process
+    worker_env: dict[str, str]
+    cwd: Path
+    worker: Process | None = None
+
+    def start_worker(self) -> Process:
+        self.worker = start_worker(self.worker_env, self.cwd)
+        return self.worker
+
+    def worker_output(self) -> str:
+        return self.worker.output() if self.worker else "(no worker)"
 
     def post_run(self, **body: object) -> httpx.Response:
         return httpx.post(f"{self.base_url}/orchestrator/runs", json=body, timeout=60)
@@ -93,7 +102,7 @@ class Orchestrator:
                 return detail
             time.sleep(1)
         raise AssertionError(
-            f"run {run_id} not finished after {timeout}s: {detail}\n{self.worker.output()[-4000:]}"
+            f"run {run_id} not finished after {timeout}s: {detail}\n{self.worker_output()[-4000:]}"
         )
 
 
@@ -106,7 +115,12 @@ def start_orchestrator(
     queues: list[str] = []
 
     def _start(
-        stack: Stack, *, config: str = "", worker_env: dict[str, str] | None = None
+        stack: Stack,
+        *,
+        config: str = "",
+        worker_env: dict[str, str] | None = None,
+        api_env: dict[str, str] | None = None,
+        defer_worker: bool = False,
     ) -> Orchestrator:
         queue = f"orchestrator.run.test-{uuid.uuid4().hex[:10]}"
         queues.append(queue)
@@ -122,16 +136,20 @@ def start_orchestrator(
             "ORCHESTRATOR_COMPOSE_PROJECT": stack.project,
             "ORCHESTRATOR_ARTIFACT_ROOT": str(artifact_root),
         }
-        worker = start_worker({**env, **(worker_env or {})}, tmp_path)
-        api, base = start_api(env, tmp_path)
-        orchestrator = Orchestrator(base, artifact_root, api, worker)
+        api, base = start_api({**env, **(api_env or {})}, tmp_path)
+        orchestrator = Orchestrator(
+            base, artifact_root, api, {**env, **(worker_env or {})}, tmp_path
+        )
         started.append(orchestrator)
+        if not defer_worker:
+            orchestrator.start_worker()
         return orchestrator
 
     yield _start
     for orchestrator in started:
         orchestrator.api.stop()
-        orchestrator.worker.stop()
+        if orchestrator.worker is not None:
+            orchestrator.worker.stop()
     with Connection(amqp_url) as conn:
         for queue in queues:
             try:

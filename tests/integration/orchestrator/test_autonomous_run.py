@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -78,7 +79,7 @@ def _assert_fixed(
     sibling_before = _container(stack, "sibling")[:2]
     app_before = _container(stack, "app")
     detail = orchestrator.wait_terminal(run_id)
-    assert detail["status"] == "succeeded", (detail, orchestrator.worker.output()[-3000:])
+    assert detail["status"] == "succeeded", (detail, orchestrator.worker_output()[-3000:])
 
     steps = {s["name"]: s for s in detail["steps"]}
     assert [n for n in STEPS if steps[n]["status"] == "succeeded"] == STEPS
@@ -135,10 +136,26 @@ def test_fixes_missing_python_dependency(broken_stack: Stack, start_orchestrator
     analysis = (orchestrator.artifact_root / summary["run_id"] / "analysis.json").read_text()
     assert "python_missing_module" in analysis
     assert '"yaml"' in analysis
-    log = orchestrator.worker.output()
-    positions = [log.find(f'"step": "{name}"') for name in STEPS]
-    assert all(p >= 0 for p in positions)
-    assert positions == sorted(positions)
+    # The step log: one JSON line per event, each with run_id and step.
+    events = [
+        json.loads(line)
+        for line in orchestrator.worker_output().splitlines()
+        if line.startswith("{")
+    ]
+    mine = [e for e in events if e["run_id"] == summary["run_id"]]
+    assert [e["step"] for e in mine if e["event"] == "step_started"] == STEPS
+    assert [e["step"] for e in mine if e["event"] == "step_finished"] == STEPS
+    assert mine[-1]["event"] == "run_finished"
+    assert mine[-1]["status"] == "succeeded"
+    # One task-state row per step delivery, matching the plan step.
+    states = {s["plan_step"]: s for s in detail["task_states"]}
+    assert sorted(states) == sorted(STEPS)
+    for step in detail["steps"]:
+        if step["name"] in STEPS:
+            row = states[step["name"]]
+            assert row["state"] == "SUCCESS"
+            assert row["celery_task_id"] == step["celery_task_id"]
+            assert row["artifact_refs"] == step["artifact_refs"]
     assert detail["action_plan"]["steps"][2]["parameters"]["argv"][-2:] == ["build", "app"]
 
 
@@ -275,7 +292,36 @@ def test_docker_unreachable_fails_fast_without_touching_files(
     steps = {s["name"]: s for s in detail["steps"]}
     assert steps["analyze"]["status"] == "failed"
     assert "infrastructure" in steps["analyze"]["message"]
+    failure = [s for s in detail["task_states"] if s["state"] == "FAILURE"]
+    assert [s["plan_step"] for s in failure] == ["analyze"]
+    assert failure[0]["message"] == steps["analyze"]["message"]
     assert "Docker engine unreachable" in detail["message"]
     assert all(steps[n]["status"] == "skipped" for n in ("patch", "build", "restart", "verify"))
     assert tree_bytes(broken_stack.root) == before
     assert not (orchestrator.artifact_root / response.json()["run_id"] / "build.log").exists()
+
+
+@pytest.mark.docker
+def test_high_priority_runs_are_delivered_first(
+    broken_stack: Stack, start_orchestrator: Starter
+) -> None:
+    """Runs queued while no worker listens: the high one starts before earlier normal ones."""
+    orchestrator = start_orchestrator(
+        broken_stack,
+        worker_env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"},  # fail fast in analyze
+        defer_worker=True,
+    )
+    ids = {}
+    for name, priority in (("n1", "normal"), ("n2", "normal"), ("h", "high"), ("n3", "normal")):
+        response = orchestrator.post_run(instruction=name, target_service="app", priority=priority)
+        assert response.status_code == 202, response.text
+        ids[name] = response.json()["run_id"]
+    orchestrator.start_worker()
+    started = {}
+    for name, run_id in ids.items():
+        detail = orchestrator.wait_terminal(run_id, timeout=120)
+        analyze = next(s for s in detail["steps"] if s["name"] == "analyze")
+        started[name] = analyze["started_at"]
+    order = sorted(started, key=lambda name: started[name])
+    assert order[0] == "h", started
+    assert order[1:] == ["n1", "n2", "n3"], started
