@@ -295,6 +295,16 @@ def record_task_state(
     return row
 
 
+def latest_task_state(session: Session, run_id: uuid.UUID, step: StepName) -> TaskState | None:
+    stmt = (
+        select(TaskState)
+        .where(TaskState.run_id == run_id, TaskState.plan_step == step)
+        .order_by(TaskState.attempt.desc())
+        .limit(1)
+    )
+    return session.scalars(stmt).one_or_none()
+
+
 def list_task_states(session: Session, run_id: uuid.UUID) -> list[TaskState]:
     stmt = (
         select(TaskState)

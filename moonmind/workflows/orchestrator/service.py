@@ -22,7 +22,7 @@ from moonmind.workflows.orchestrator.adapters.compose import (
     normalize_project_name,
 )
 from moonmind.workflows.orchestrator.celery_app import create_celery
-from moonmind.workflows.orchestrator.enums import StepName
+from moonmind.workflows.orchestrator.enums import StepName, TaskStateName
 from moonmind.workflows.orchestrator.metrics import metrics_from_settings
 from moonmind.workflows.orchestrator.service_profiles import (
     ServiceProfile,
@@ -114,10 +114,16 @@ def submit_run(settings: Settings, db: Database, request: RunCreate) -> Orchestr
             generated_by=author,
             run_id=uuid.uuid4(),
         )
+        task_id = str(uuid.uuid4())
+        repo.record_task_state(
+            session, run.id, StepName.ANALYZE, TaskStateName.PENDING, celery_task_id=task_id
+        )
     # Only now, with the row committed, may a worker see the run.
     from moonmind.workflows.orchestrator.tasks import enqueue_step
 
-    enqueue_step(_producer(settings), settings, StepName.ANALYZE, run.id, request.priority)
+    enqueue_step(
+        _producer(settings), settings, StepName.ANALYZE, run.id, request.priority, task_id=task_id
+    )
     metrics_from_settings(settings.statsd_host, settings.statsd_port, settings.statsd_prefix).incr(
         "runs.queued"
     )

@@ -79,11 +79,18 @@ _event = log_event
 
 
 def enqueue_step(
-    celery: Celery, settings: Settings, step: StepName, run_id: uuid.UUID, priority: Priority
+    celery: Celery,
+    settings: Settings,
+    step: StepName,
+    run_id: uuid.UUID,
+    priority: Priority,
+    task_id: str | None = None,
 ) -> None:
+    """Publish a step; task_id is the one its PENDING task-state row already names."""
     celery.send_task(
         TASK_NAMES[step],
         args=[str(run_id)],
+        task_id=task_id,
         queue=settings.queue,
         routing_key=settings.queue,
         priority=PRIORITY_VALUES[priority],
@@ -94,6 +101,7 @@ def enqueue_step(
 class _Started:
     context: StepContext
     priority: Priority
+    attempt: int
 
 
 def _begin(step: StepName, run_id: uuid.UUID, task_id: str | None) -> _Started | StepName | None:
@@ -121,7 +129,7 @@ def _begin(step: StepName, run_id: uuid.UUID, task_id: str | None) -> _Started |
             started_at=datetime.now(UTC),
             celery_task_id=task_id,
         )
-        repo.record_task_state(session, run_id, step, TaskStateName.STARTED, celery_task_id=task_id)
+        attempt = _claim_attempt(session, run_id, step, task_id)
         previous = {s["name"]: s.get("result") or {} for s in run.action_plan.steps}
         context = StepContext(
             run_id=run_id,
@@ -133,7 +141,28 @@ def _begin(step: StepName, run_id: uuid.UUID, task_id: str | None) -> _Started |
             agent_template=settings.patch_agent,
             agent_timeout_s=settings.patch_agent_timeout_seconds,
         )
-        return _Started(context, run.priority)
+        return _Started(context, run.priority, attempt)
+
+
+def _claim_attempt(session: Any, run_id: uuid.UUID, step: StepName, task_id: str | None) -> int:
+    """Mark this delivery STARTED; a STARTED row left behind means a worker died mid-step."""
+    latest = repo.latest_task_state(session, run_id, step)
+    attempt = latest.attempt if latest is not None else 1
+    if latest is not None and latest.state == TaskStateName.STARTED:
+        repo.record_task_state(
+            session,
+            run_id,
+            step,
+            TaskStateName.FAILURE,
+            celery_task_id=latest.celery_task_id,
+            message="the worker was lost during this step; it was delivered again",
+            attempt=attempt,
+        )
+        attempt += 1
+    repo.record_task_state(
+        session, run_id, step, TaskStateName.STARTED, celery_task_id=task_id, attempt=attempt
+    )
+    return attempt
 
 
 def _finish(
@@ -142,11 +171,21 @@ def _finish(
     task_id: str | None,
     outcome: StepResult | StepFailed,
     duration_s: float,
-) -> tuple[StepName | None, tuple[RunStatus, str] | None]:
+) -> tuple[tuple[StepName, str] | None, tuple[RunStatus, str] | None]:
     """Record the outcome in one transaction; say what comes next and whether the run ended."""
     with _database().session() as session:
         nxt = _record(session, step, started, task_id, outcome, duration_s)
-        return nxt, session.info.get("closed")
+        queued = None
+        if nxt is not None:
+            queued = (nxt, str(uuid.uuid4()))
+            repo.record_task_state(
+                session,
+                started.context.run_id,
+                nxt,
+                TaskStateName.PENDING,
+                celery_task_id=queued[1],
+            )
+        return queued, session.info.get("closed")
 
 
 def _record(
@@ -193,6 +232,7 @@ def _record(
         celery_task_id=task_id,
         message=outcome.message,
         artifact_refs=refs,
+        attempt=started.attempt,
     )
     metrics.incr(f"steps.{step.value}.{'failed' if failed else 'succeeded'}")
     metrics.timing_ms(f"steps.{step.value}.duration", duration_s * 1000)
@@ -263,7 +303,7 @@ def execute_step(step: StepName, run_id: uuid.UUID, task_id: str | None) -> None
         log.exception("step %s of run %s crashed", step.value, run_id)
         outcome = StepFailed(f"{step.value} crashed: {type(exc).__name__}: {exc}")
     duration = time.monotonic() - began
-    nxt, closed = _finish(step, claimed, task_id, outcome, duration)
+    queued, closed = _finish(step, claimed, task_id, outcome, duration)
     _event(
         run_id,
         step.value,
@@ -274,15 +314,20 @@ def execute_step(step: StepName, run_id: uuid.UUID, task_id: str | None) -> None
     )
     if closed is not None:
         _event(run_id, "run", "run_finished", status=closed[0].value, message=closed[1])
-    if nxt is not None:
-        enqueue_step(app, settings, nxt, run_id, claimed.priority)
+    if queued is not None:
+        enqueue_step(app, settings, queued[0], run_id, claimed.priority, task_id=queued[1])
 
 
 def _enqueue_for(run_id: uuid.UUID, step: StepName, settings: Settings) -> None:
+    """A finished step came again (its worker died before acking): make sure the next
+    step is queued, unless it has already started."""
     with _database().session() as session:
         run = repo.get_run(session, run_id)
-        priority = run.priority if run is not None else Priority.NORMAL
-    enqueue_step(app, settings, step, run_id, priority)
+        pending = repo.latest_task_state(session, run_id, step)
+        if run is None or pending is None or pending.state != TaskStateName.PENDING:
+            return
+        priority, task_id = run.priority, pending.celery_task_id
+    enqueue_step(app, settings, step, run_id, priority, task_id=task_id)
 
 
 def _register(step: StepName) -> Task:

@@ -325,3 +325,23 @@ def test_high_priority_runs_are_delivered_first(
     order = sorted(started, key=lambda name: started[name])
     assert order[0] == "h", started
     assert order[1:] == ["n1", "n2", "n3"], started
+
+
+@pytest.mark.docker
+def test_no_patch_derived_touches_nothing(broken_stack: Stack, start_orchestrator: Starter) -> None:
+    """The sibling has no build and no failure a rule knows: nothing to change, nothing built."""
+    bring_up(broken_stack)
+    orchestrator = start_orchestrator(broken_stack)
+    before = tree_bytes(broken_stack.root)
+    sibling_before = _container(broken_stack, "sibling")
+    response = orchestrator.post_run(instruction="make it faster", target_service="sibling")
+    assert response.status_code == 202, response.text
+    detail = orchestrator.wait_terminal(response.json()["run_id"], timeout=120)
+    assert detail["status"] == "failed"
+    steps = {s["name"]: s for s in detail["steps"]}
+    assert steps["analyze"]["status"] == "succeeded"
+    assert steps["patch"]["status"] == "failed"
+    assert "no patch derived" in steps["patch"]["message"]
+    assert all(steps[n]["status"] == "skipped" for n in ("build", "restart", "verify", "rollback"))
+    assert tree_bytes(broken_stack.root) == before
+    assert _container(broken_stack, "sibling") == sibling_before

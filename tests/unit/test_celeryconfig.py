@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from moonmind.config import Settings
+from moonmind.workflows.orchestrator.celeryconfig import MAX_PRIORITY, celery_config
+
+RABBITMQ_CONSUMER_TIMEOUT_S = 30 * 60
+
+
+def test_delivery_guarantees_on_rabbitmq() -> None:
+    config = celery_config(
+        Settings(broker_url="amqp://guest:guest@127.0.0.1:5672//", queue="orchestrator.run")
+    )
+    assert config["task_acks_late"] is True
+    assert config["task_reject_on_worker_lost"] is True
+    assert config["worker_prefetch_multiplier"] == 1
+    assert config["broker_transport_options"]["confirm_publish"] is True
+    assert config["task_time_limit"] < RABBITMQ_CONSUMER_TIMEOUT_S
+    assert config["task_soft_time_limit"] < config["task_time_limit"]
+    (queue,) = config["task_queues"]
+    assert queue.name == "orchestrator.run"
+    assert queue.queue_arguments == {"x-max-priority": MAX_PRIORITY}
+    assert config["task_default_queue"] == "orchestrator.run"
+
+
+def test_local_transport_keeps_everything_under_its_folder(tmp_path: Path) -> None:
+    config = celery_config(Settings(broker_folder=str(tmp_path / "celery")))
+    options = config["broker_transport_options"]
+    for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
+        assert Path(options[key]).is_relative_to(tmp_path / "celery")
+        assert Path(options[key]).is_dir()
+
+
+def test_step_time_limit_must_stay_under_the_consumer_timeout() -> None:
+    with pytest.raises(ValueError, match="step_time_limit_seconds"):
+        Settings(step_time_limit_seconds=RABBITMQ_CONSUMER_TIMEOUT_S)
