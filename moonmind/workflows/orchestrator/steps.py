@@ -292,6 +292,8 @@ def patch(ctx: StepContext) -> StepResult:
         sources.append("rules")
         if ctx.agent_template:
             sources.append("agent")
+    if _manifest(ctx):  # an earlier delivery of this step died half-way: start clean
+        _restore_preimages(ctx, lambda line: None)
     before = ws.Snapshot.take(root)
     used = None
     try:
@@ -313,7 +315,7 @@ def patch(ctx: StepContext) -> StepResult:
         ws.restore(root, before, changed)
         listing = "; ".join(f"{v.path}: {v.reason}" for v in violations)
         raise StepFailed(f"patch rejected, workspace restored: {listing}", rollback=False)
-    recorded = set(_manifest_paths(ctx))
+    recorded = set(_manifest(ctx))
     extra = [c.path for c in changed if c.path not in recorded]
     if extra:  # the agent's edits are only known afterwards; the snapshot kept their bytes
         _save_preimages(ctx, before, sorted(recorded | set(extra)))
@@ -326,12 +328,12 @@ def patch(ctx: StepContext) -> StepResult:
     )
 
 
-def _manifest_paths(ctx: StepContext) -> list[str]:
+def _manifest(ctx: StepContext) -> dict[str, dict[str, Any]]:
     try:
         path = ctx.store.resolve(ctx.run_id, "pre-images/manifest.json")
-        return list(json.loads(path.read_text()))
+        return dict(json.loads(path.read_text()))
     except (OSError, ValueError):
-        return []
+        return {}
 
 
 def _sha(text: str) -> str:
@@ -353,14 +355,15 @@ def build(ctx: StepContext) -> StepResult:
     svc = ctx.service
     engine = _connect()
     try:
-        old_image = engine.image_id(svc.image)
-        rollback_ref = None
-        if old_image:
-            tag = ctx.run_id.hex[:12]
-            engine.tag_image(
-                old_image, f"{ROLLBACK_REPOSITORY}/{svc.project}-{svc.profile.name}", tag
-            )
-            rollback_ref = f"{ROLLBACK_REPOSITORY}/{svc.project}-{svc.profile.name}:{tag}"
+        repository = f"{ROLLBACK_REPOSITORY}/{svc.project}-{svc.profile.name}"
+        tag = ctx.run_id.hex[:12]
+        # A redelivered build must not re-tag its own new image as "the previous one".
+        old_image = engine.image_id(f"{repository}:{tag}")
+        if old_image is None:
+            old_image = engine.image_id(svc.image)
+            if old_image:
+                engine.tag_image(old_image, repository, tag)
+        rollback_ref = f"{repository}:{tag}" if old_image else None
         with ctx.log(
             StepName.BUILD, "build.log", type=ArtifactType.BUILD_LOG, kind="build_log"
         ) as out:
@@ -491,25 +494,29 @@ def verify(ctx: StepContext) -> StepResult:
 # --------------------------------------------------------------------------- rollback
 
 
+def _restore_preimages(ctx: StepContext, out: Callable[[str], None]) -> list[str]:
+    """Write back the bytes kept before patching; remove files that did not exist."""
+    root = ctx.workspace
+    restored: list[str] = []
+    for path, meta in sorted(_manifest(ctx).items()):
+        if meta["existed"]:
+            data = ctx.store.resolve(ctx.run_id, f"pre-images/{path}").read_bytes()
+            ws.write_file(root, path, data)
+            out(f"restored {path} ({meta['sha256'][:12]})")
+        elif (root / path).exists() or (root / path).is_symlink():
+            (root / path).unlink()
+            out(f"removed {path} (did not exist before)")
+        restored.append(path)
+    return restored
+
+
 def rollback(ctx: StepContext) -> StepResult:
     """Put back the pre-image bytes and, if a new image was built, the previous image."""
     svc = ctx.service
-    root = ctx.workspace
-    restored: list[str] = []
     with ctx.log(
         StepName.ROLLBACK, "rollback.log", type=ArtifactType.ROLLBACK_LOG, kind="rollback_log"
     ) as out:
-        manifest_path = ctx.store.resolve(ctx.run_id, "pre-images/manifest.json")
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-        for path, meta in sorted(manifest.items()):
-            if meta["existed"]:
-                data = ctx.store.resolve(ctx.run_id, f"pre-images/{path}").read_bytes()
-                ws.write_file(root, path, data)
-                out(f"restored {path} ({meta['sha256'][:12]})")
-            elif (root / path).exists() or (root / path).is_symlink():
-                (root / path).unlink()
-                out(f"removed {path} (did not exist before)")
-            restored.append(path)
+        restored = _restore_preimages(ctx, out)
         built = ctx.previous.get(StepName.BUILD.value, {})
         image_ref = built.get("rollback_image")
         recreated = False

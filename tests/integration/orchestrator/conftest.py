@@ -56,6 +56,14 @@ def broken_stack(tmp_path: Path) -> Iterator[Stack]:
         yield stack
     finally:
         compose_down(stack)
+        kept = subprocess.run(
+            ["docker", "images", "-q", f"moonmind-rollback/{stack.project}-*"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        if kept:
+            subprocess.run(["docker", "rmi", "-f", *kept], capture_output=True, check=False)
         subprocess.run(
             [
                 "docker",

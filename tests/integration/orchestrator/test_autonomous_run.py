@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -345,3 +347,43 @@ def test_no_patch_derived_touches_nothing(broken_stack: Stack, start_orchestrato
     assert all(steps[n]["status"] == "skipped" for n in ("build", "restart", "verify", "rollback"))
     assert tree_bytes(broken_stack.root) == before
     assert _container(broken_stack, "sibling") == sibling_before
+
+
+@pytest.mark.docker
+def test_worker_killed_mid_build_is_redelivered_and_finishes(
+    broken_stack: Stack, start_orchestrator: Starter
+) -> None:
+    """acks_late + reject_on_worker_lost: SIGKILL the worker during build, start another."""
+    bring_up(broken_stack)
+    _wait_exited(broken_stack)
+    original_image = _container(broken_stack, "app")[2]
+    orchestrator = start_orchestrator(broken_stack, config=health_config(broken_stack))
+    response = orchestrator.post_run(instruction="fix the missing dependency", target_service="app")
+    run_id = response.json()["run_id"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        steps = {s["name"]: s for s in orchestrator.run_detail(run_id)["steps"]}
+        if steps["build"]["status"] == "in_progress":
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"build never started: {steps}")
+    assert orchestrator.worker is not None
+    os.killpg(orchestrator.worker.popen.pid, signal.SIGKILL)
+    orchestrator.worker.popen.wait(timeout=30)
+    orchestrator.start_worker()
+
+    detail = orchestrator.wait_terminal(run_id)
+    assert detail["status"] == "succeeded", detail
+    build_rows = sorted(
+        (s for s in detail["task_states"] if s["plan_step"] == "build"), key=lambda s: s["attempt"]
+    )
+    assert [(r["attempt"], r["state"]) for r in build_rows] == [(1, "FAILURE"), (2, "SUCCESS")]
+    assert "worker was lost" in build_rows[0]["message"]
+    # The image kept for rollback is still the one from before the run, not the new build.
+    client = docker.from_env()
+    try:
+        kept = client.images.list(name=f"moonmind-rollback/{broken_stack.project}-app")
+        assert [image.id for image in kept] == [original_image]
+    finally:
+        client.close()
