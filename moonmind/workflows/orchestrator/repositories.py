@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
@@ -173,6 +173,36 @@ def list_runs(
     more = len(rows) > limit
     rows = rows[:limit]
     return RunPage(runs=rows, next_cursor=encode_cursor(rows[-1]) if more and rows else None)
+
+
+def lock_service(session: Session, project: str, service: str) -> None:
+    """Serialise claims on one compose service until this transaction ends (PostgreSQL).
+
+    SQLite needs nothing here: it admits one writer at a time, and the embedded
+    default runs a single worker process."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            select(func.pg_advisory_xact_lock(func.hashtext(f"moonmind:{project}/{service}")))
+        )
+
+
+def active_run_for_service(
+    session: Session, project: str, service: str, *, exclude: uuid.UUID
+) -> OrchestratorRun | None:
+    """The run that currently holds the service (one active run per compose service)."""
+    stmt = (
+        select(OrchestratorRun)
+        .where(
+            OrchestratorRun.target_service == service,
+            OrchestratorRun.status.in_([RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL]),
+            OrchestratorRun.id != exclude,
+        )
+        .order_by(OrchestratorRun.started_at)
+    )
+    for run in session.scalars(stmt).unique():
+        if (run.action_plan.service_context or {}).get("project") == project:
+            return run
+    return None
 
 
 def transition_run(

@@ -62,6 +62,7 @@ NEXT_STEP = {
     StepName.BUILD: StepName.RESTART,
     StepName.RESTART: StepName.VERIFY,
 }
+WAIT_SECONDS = 3.0
 PRIORITY_VALUES = {Priority.NORMAL: 0, Priority.HIGH: 9}
 
 
@@ -85,16 +86,25 @@ def enqueue_step(
     run_id: uuid.UUID,
     priority: Priority,
     task_id: str | None = None,
+    countdown: float | None = None,
 ) -> None:
     """Publish a step; task_id is the one its PENDING task-state row already names."""
     celery.send_task(
         TASK_NAMES[step],
         args=[str(run_id)],
         task_id=task_id,
+        countdown=countdown,
         queue=settings.queue,
         routing_key=settings.queue,
         priority=PRIORITY_VALUES[priority],
     )
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    """Another run holds the service; this step is delivered again a little later."""
+
+    priority: Priority
 
 
 @dataclass(frozen=True)
@@ -104,7 +114,9 @@ class _Started:
     attempt: int
 
 
-def _begin(step: StepName, run_id: uuid.UUID, task_id: str | None) -> _Started | StepName | None:
+def _begin(
+    step: StepName, run_id: uuid.UUID, task_id: str | None
+) -> _Started | _Waiting | StepName | None:
     """Claim the step. Returns what to run, the next step when this one already ran, or None."""
     settings = get_settings()
     with _database().session() as session:
@@ -117,10 +129,20 @@ def _begin(step: StepName, run_id: uuid.UUID, task_id: str | None) -> _Started |
         state = next(s for s in run.action_plan.steps if s["name"] == step.value)
         if state["status"] == StepStatus.SUCCEEDED.value:  # a redelivery of a finished step
             return NEXT_STEP.get(step)
-        if run.status == RunStatus.PENDING and not repo.transition_run(
-            session, run_id, expected=[RunStatus.PENDING], new=RunStatus.RUNNING
-        ):
-            return None
+        if run.status == RunStatus.PENDING:
+            project = ServiceContext.from_json(run.action_plan.service_context).project
+            repo.lock_service(session, project, run.target_service)
+            holder = repo.active_run_for_service(
+                session, project, run.target_service, exclude=run_id
+            )
+            if holder is not None:
+                run.message = f"waiting for run {holder.id}, which holds {run.target_service}"
+                return _Waiting(run.priority)
+            if not repo.transition_run(
+                session, run_id, expected=[RunStatus.PENDING], new=RunStatus.RUNNING
+            ):
+                return None
+            run.message = None  # no longer waiting
         repo.update_step(
             session,
             run,
@@ -290,6 +312,11 @@ def execute_step(step: StepName, run_id: uuid.UUID, task_id: str | None) -> None
     settings = get_settings()
     if isinstance(claimed, StepName):
         _enqueue_for(run_id, claimed, settings)
+        return
+    if isinstance(claimed, _Waiting):
+        enqueue_step(
+            app, settings, step, run_id, claimed.priority, task_id=task_id, countdown=WAIT_SECONDS
+        )
         return
     _event(run_id, step.value, "step_started", celery_task_id=task_id)
     _metrics().incr(f"steps.{step.value}.started")

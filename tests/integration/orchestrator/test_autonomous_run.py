@@ -387,3 +387,34 @@ def test_worker_killed_mid_build_is_redelivered_and_finishes(
         assert [image.id for image in kept] == [original_image]
     finally:
         client.close()
+
+
+@pytest.mark.docker
+def test_one_active_run_per_service(broken_stack: Stack, start_orchestrator: Starter) -> None:
+    """A second run for the same service waits, saying for whom, until the first has ended."""
+    bring_up(broken_stack)
+    _wait_exited(broken_stack)
+    orchestrator = start_orchestrator(broken_stack, config=health_config(broken_stack))
+    first = orchestrator.post_run(instruction="fix the missing dependency", target_service="app")
+    run_a = first.json()["run_id"]
+    while orchestrator.run_detail(run_a)["status"] == "pending":
+        time.sleep(0.1)
+    second = orchestrator.post_run(instruction="fix it again", target_service="app")
+    run_b = second.json()["run_id"]
+    waiting_messages = set()
+    while orchestrator.run_detail(run_a)["status"] not in ("succeeded", "failed", "rolled_back"):
+        detail_b = orchestrator.run_detail(run_b)
+        assert detail_b["status"] == "pending", detail_b
+        if detail_b.get("message"):
+            waiting_messages.add(detail_b["message"])
+        time.sleep(0.5)
+    assert f"waiting for run {run_a}, which holds app" in waiting_messages
+    detail_a = orchestrator.wait_terminal(run_a)
+    detail_b = orchestrator.wait_terminal(run_b)
+    assert detail_a["status"] == "succeeded"
+    a_done = max(s["completed_at"] for s in detail_a["steps"] if s["completed_at"])
+    b_started = next(s for s in detail_b["steps"] if s["name"] == "analyze")["started_at"]
+    assert b_started > a_done
+    # The service is healthy now, so the second run finds nothing to change.
+    assert detail_b["status"] == "failed"
+    assert "no patch derived" in detail_b["message"]
