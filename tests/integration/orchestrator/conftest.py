@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import docker
 import httpx
 import pytest
 from kombu import Connection
@@ -41,11 +42,31 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
     return found
 
 
-def bring_up(stack: Stack) -> None:
+def bring_up(stack: Stack, timeout: float = 60) -> None:
+    """Build and start the stack, and wait until `app` has crashed (its logs say why)."""
     build = compose(stack, "build", "app")
     assert build.returncode == 0, build.stdout + build.stderr
     up = compose(stack, "up", "-d")
     assert up.returncode == 0, up.stdout + up.stderr
+    client = docker.from_env()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            (app,) = client.containers.list(
+                all=True,
+                filters={
+                    "label": [
+                        f"com.docker.compose.project={stack.project}",
+                        "com.docker.compose.service=app",
+                    ]
+                },
+            )
+            if app.status == "exited":
+                return
+            time.sleep(0.3)
+    finally:
+        client.close()
+    raise AssertionError("app never crashed")
 
 
 @pytest.fixture

@@ -50,20 +50,6 @@ def _container(stack: Stack, service: str) -> tuple[str, str, str]:
         client.close()
 
 
-def _wait_exited(stack: Stack, timeout: float = 60) -> None:
-    client = docker.from_env()
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            cid = _container(stack, "app")[0]
-            if client.containers.get(cid).status == "exited":
-                return
-            time.sleep(0.5)
-    finally:
-        client.close()
-    raise AssertionError("app never crashed")
-
-
 def _assert_artifacts(orchestrator: Orchestrator, detail: dict[str, Any]) -> dict[str, Any]:
     by_path = {}
     for artifact in detail["artifacts"]:
@@ -124,7 +110,6 @@ def _assert_fixed(
 @pytest.mark.docker
 def test_fixes_missing_python_dependency(broken_stack: Stack, start_orchestrator: Starter) -> None:
     bring_up(broken_stack)
-    _wait_exited(broken_stack)
     orchestrator = start_orchestrator(broken_stack, config=health_config(broken_stack))
     response = orchestrator.post_run(instruction="fix the missing dependency", target_service="app")
     assert response.status_code == 202, response.text
@@ -164,7 +149,6 @@ def test_fixes_missing_python_dependency(broken_stack: Stack, start_orchestrator
 @pytest.mark.docker
 def test_applies_operator_supplied_patch(broken_stack: Stack, start_orchestrator: Starter) -> None:
     bring_up(broken_stack)
-    _wait_exited(broken_stack)
     orchestrator = start_orchestrator(broken_stack, config=health_config(broken_stack))
     requirements = (broken_stack.root / "app" / "requirements.txt").read_text()
     patch = (
@@ -200,7 +184,6 @@ def test_scripted_agent_patches_when_no_rule_applies(
     )
     git_commit_all(broken_stack.root, "needs GREETING")
     bring_up(broken_stack)
-    _wait_exited(broken_stack)
     agent = (
         f"{sys.executable} {AGENT} --workspace {{workspace}} --analysis {{analysis}} "
         "--instruction {instruction}"
@@ -355,7 +338,6 @@ def test_worker_killed_mid_build_is_redelivered_and_finishes(
 ) -> None:
     """acks_late + reject_on_worker_lost: SIGKILL the worker during build, start another."""
     bring_up(broken_stack)
-    _wait_exited(broken_stack)
     original_image = _container(broken_stack, "app")[2]
     orchestrator = start_orchestrator(broken_stack, config=health_config(broken_stack))
     response = orchestrator.post_run(instruction="fix the missing dependency", target_service="app")
@@ -393,7 +375,6 @@ def test_worker_killed_mid_build_is_redelivered_and_finishes(
 def test_one_active_run_per_service(broken_stack: Stack, start_orchestrator: Starter) -> None:
     """A second run for the same service waits, saying for whom, until the first has ended."""
     bring_up(broken_stack)
-    _wait_exited(broken_stack)
     orchestrator = start_orchestrator(broken_stack, config=health_config(broken_stack))
     first = orchestrator.post_run(instruction="fix the missing dependency", target_service="app")
     run_a = first.json()["run_id"]
