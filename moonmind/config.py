@@ -90,6 +90,27 @@ class Settings(BaseSettings):
             "ORCHESTRATOR_STEP_TIME_LIMIT_SECONDS", "orchestrator_step_time_limit_seconds"
         ),
     )
+    heartbeat_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias=AliasChoices(
+            "ORCHESTRATOR_HEARTBEAT_SECONDS", "orchestrator_heartbeat_seconds"
+        ),
+    )
+    stale_after_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        validation_alias=AliasChoices(
+            "ORCHESTRATOR_STALE_AFTER_SECONDS", "orchestrator_stale_after_seconds"
+        ),
+    )
+    sweep_interval_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias=AliasChoices(
+            "ORCHESTRATOR_SWEEP_INTERVAL_SECONDS", "orchestrator_sweep_interval_seconds"
+        ),
+    )
     statsd_host: str = Field(
         default="", validation_alias=AliasChoices("STATSD_HOST", "statsd_host")
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -86,7 +87,9 @@ _databases: dict[str, Database] = {}
 
 
 def get_database(url: str) -> Database:
-    key = normalize_url(url)
+    """One Database per URL and process: a forked worker child must not reuse its
+    parent's pooled connections."""
+    key = f"{os.getpid()}:{normalize_url(url)}"
     if key not in _databases:
         _databases[key] = Database(url)
     return _databases[key]

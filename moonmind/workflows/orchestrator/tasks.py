@@ -5,14 +5,18 @@ then enqueues the next step. The database is the truth; Celery only delivers."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 from celery import Celery, Task
+from celery.signals import worker_ready
 
 from api_service.db.base import Database, get_database
 from moonmind.config import Settings, get_settings
@@ -45,6 +49,7 @@ from moonmind.workflows.orchestrator.steps import (
     StepResult,
 )
 from moonmind.workflows.orchestrator.storage import ArtifactStore
+from moonmind.workflows.orchestrator.sweeper import SweeperThread, find_stale
 
 log = logging.getLogger("moonmind.orchestrator")
 
@@ -115,7 +120,7 @@ class _Started:
 
 
 def _begin(
-    step: StepName, run_id: uuid.UUID, task_id: str | None
+    step: StepName, run_id: uuid.UUID, task_id: str | None, redelivered: bool = False
 ) -> _Started | _Waiting | StepName | None:
     """Claim the step. Returns what to run, the next step when this one already ran, or None."""
     settings = get_settings()
@@ -143,6 +148,9 @@ def _begin(
             ):
                 return None
             run.message = None  # no longer waiting
+        attempt = _claim_attempt(session, run, step, task_id, redelivered, settings)
+        if attempt is None:
+            return None
         repo.update_step(
             session,
             run,
@@ -151,7 +159,7 @@ def _begin(
             started_at=datetime.now(UTC),
             celery_task_id=task_id,
         )
-        attempt = _claim_attempt(session, run_id, step, task_id)
+        repo.touch_heartbeat(session, run_id)
         previous = {s["name"]: s.get("result") or {} for s in run.action_plan.steps}
         context = StepContext(
             run_id=run_id,
@@ -166,14 +174,32 @@ def _begin(
         return _Started(context, run.priority, attempt)
 
 
-def _claim_attempt(session: Any, run_id: uuid.UUID, step: StepName, task_id: str | None) -> int:
-    """Mark this delivery STARTED; a STARTED row left behind means a worker died mid-step."""
-    latest = repo.latest_task_state(session, run_id, step)
+def _claim_attempt(
+    session: Any,
+    run: Any,
+    step: StepName,
+    task_id: str | None,
+    redelivered: bool,
+    settings: Settings,
+) -> int | None:
+    """Mark this delivery STARTED and return its attempt number, or None for a duplicate.
+
+    A STARTED row left behind means a worker died mid-step, unless the run's heartbeat
+    is still fresh and the broker did not flag this delivery as a redelivery: then
+    another worker is on it right now."""
+    latest = repo.latest_task_state(session, run.id, step)
     attempt = latest.attempt if latest is not None else 1
     if latest is not None and latest.state == TaskStateName.STARTED:
+        heartbeat = repo.as_utc(run.heartbeat_at)
+        alive = heartbeat is not None and (
+            (datetime.now(UTC) - heartbeat).total_seconds() < settings.stale_after_seconds
+        )
+        if alive and not redelivered:
+            log.warning("run %s: %s is already running elsewhere; duplicate dropped", run.id, step)
+            return None
         repo.record_task_state(
             session,
-            run_id,
+            run.id,
             step,
             TaskStateName.FAILURE,
             celery_task_id=latest.celery_task_id,
@@ -181,8 +207,10 @@ def _claim_attempt(session: Any, run_id: uuid.UUID, step: StepName, task_id: str
             attempt=attempt,
         )
         attempt += 1
+    elif latest is not None and latest.state != TaskStateName.PENDING:
+        attempt += 1
     repo.record_task_state(
-        session, run_id, step, TaskStateName.STARTED, celery_task_id=task_id, attempt=attempt
+        session, run.id, step, TaskStateName.STARTED, celery_task_id=task_id, attempt=attempt
     )
     return attempt
 
@@ -305,8 +333,32 @@ def _close(session: Any, run: Any, status: RunStatus, message: str, metrics: Met
     session.info["closed"] = (status, message)
 
 
-def execute_step(step: StepName, run_id: uuid.UUID, task_id: str | None) -> None:
-    claimed = _begin(step, run_id, task_id)
+@contextmanager
+def _heartbeat(run_id: uuid.UUID, every_s: float) -> Iterator[None]:
+    """Keep the run's heartbeat fresh while a long step (a build) works."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            try:
+                with _database().session() as session:
+                    repo.touch_heartbeat(session, run_id)
+            except Exception:  # a missed beat is only a missed beat
+                log.debug("heartbeat for %s failed", run_id, exc_info=True)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{run_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def execute_step(
+    step: StepName, run_id: uuid.UUID, task_id: str | None, redelivered: bool = False
+) -> None:
+    claimed = _begin(step, run_id, task_id, redelivered)
     if claimed is None:
         return
     settings = get_settings()
@@ -323,7 +375,8 @@ def execute_step(step: StepName, run_id: uuid.UUID, task_id: str | None) -> None
     began = time.monotonic()
     outcome: StepResult | StepFailed
     try:
-        outcome = STEP_FUNCTIONS[step](claimed.context)
+        with _heartbeat(run_id, settings.heartbeat_seconds):
+            outcome = STEP_FUNCTIONS[step](claimed.context)
     except StepFailed as exc:
         outcome = exc
     except Exception as exc:  # an adapter bug must still end the step with a reason
@@ -360,7 +413,8 @@ def _enqueue_for(run_id: uuid.UUID, step: StepName, settings: Settings) -> None:
 def _register(step: StepName) -> Task:
     @app.task(name=TASK_NAMES[step], bind=True)
     def _step_task(self: Task, run_id: str) -> None:
-        execute_step(step, uuid.UUID(run_id), self.request.id)
+        redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+        execute_step(step, uuid.UUID(run_id), self.request.id, redelivered)
 
     return _step_task
 
@@ -376,3 +430,22 @@ def heartbeat(run_id: str) -> bool:
     if not found:
         log.info("heartbeat for unknown run %s ignored", run_id)
     return found
+
+
+def sweep_once() -> int:
+    """Deliver again the steps that dead workers left behind; the number re-sent."""
+    settings = get_settings()
+    found = find_stale(_database(), stale_after_s=settings.stale_after_seconds)
+    for item in found:
+        if item.task_id is None:
+            _event(item.run_id, item.step.value, "run_abandoned")
+            continue
+        _event(item.run_id, item.step.value, "step_redelivered", celery_task_id=item.task_id)
+        enqueue_step(app, settings, item.step, item.run_id, item.priority, task_id=item.task_id)
+    return sum(1 for item in found if item.task_id)
+
+
+@worker_ready.connect
+def _start_sweeper(**_: Any) -> None:
+    settings = get_settings()
+    SweeperThread(sweep_once, settings.sweep_interval_seconds).start()

@@ -150,6 +150,7 @@ def start_orchestrator(
         worker_env: dict[str, str] | None = None,
         api_env: dict[str, str] | None = None,
         defer_worker: bool = False,
+        embedded: bool = False,
     ) -> Orchestrator:
         queue = f"orchestrator.run.test-{uuid.uuid4().hex[:10]}"
         queues.append(queue)
@@ -165,6 +166,9 @@ def start_orchestrator(
             "ORCHESTRATOR_COMPOSE_PROJECT": stack.project,
             "ORCHESTRATOR_ARTIFACT_ROOT": str(artifact_root),
         }
+        if embedded:  # SQLite and the filesystem transport under <tmp_path>/var
+            for key in ("MOONMIND_DATABASE_URL", "CELERY_BROKER_URL", "ORCHESTRATOR_QUEUE"):
+                env.pop(key)
         api, base = start_api({**env, **(api_env or {})}, tmp_path)
         orchestrator = Orchestrator(
             base, artifact_root, api, {**env, **(worker_env or {})}, tmp_path

@@ -399,3 +399,47 @@ def test_one_active_run_per_service(broken_stack: Stack, start_orchestrator: Sta
     # The service is healthy now, so the second run finds nothing to change.
     assert detail_b["status"] == "failed"
     assert "no patch derived" in detail_b["message"]
+
+
+@pytest.mark.docker
+def test_sweeper_recovers_a_step_lost_with_its_worker_on_the_embedded_default(
+    broken_stack: Stack, start_orchestrator: Starter
+) -> None:
+    """The filesystem transport cannot redeliver: the heartbeat sweeper must."""
+    bring_up(broken_stack)
+    orchestrator = start_orchestrator(
+        broken_stack,
+        config=health_config(broken_stack),
+        embedded=True,
+        worker_env={
+            "ORCHESTRATOR_HEARTBEAT_SECONDS": "1",
+            "ORCHESTRATOR_STALE_AFTER_SECONDS": "5",
+            "ORCHESTRATOR_SWEEP_INTERVAL_SECONDS": "1",
+        },
+    )
+    response = orchestrator.post_run(instruction="fix the missing dependency", target_service="app")
+    run_id = response.json()["run_id"]
+    deadline = time.monotonic() + 120
+    while orchestrator.run_detail(run_id)["steps"][2]["status"] != "in_progress":
+        assert time.monotonic() < deadline, "build never started"
+        time.sleep(0.1)
+    assert orchestrator.worker is not None
+    os.killpg(orchestrator.worker.popen.pid, signal.SIGKILL)
+    orchestrator.worker.popen.wait(timeout=30)
+    time.sleep(2)
+    # While the heartbeat is fresh nobody touches the run.
+    assert orchestrator.run_detail(run_id)["status"] == "running"
+    orchestrator.start_worker()
+
+    detail = orchestrator.wait_terminal(run_id)
+    assert detail["status"] == "succeeded", detail
+    build_rows = sorted(
+        (s for s in detail["task_states"] if s["plan_step"] == "build"), key=lambda s: s["attempt"]
+    )
+    assert [(r["attempt"], r["state"]) for r in build_rows] == [(1, "FAILURE"), (2, "SUCCESS")]
+    events = [
+        json.loads(line)
+        for line in orchestrator.worker_output().splitlines()
+        if line.startswith("{")
+    ]
+    assert any(e["event"] == "step_redelivered" and e["step"] == "build" for e in events)
