@@ -383,11 +383,17 @@ def test_one_active_run_per_service(broken_stack: Stack, start_orchestrator: Sta
     second = orchestrator.post_run(instruction="fix it again", target_service="app")
     run_b = second.json()["run_id"]
     waiting_messages = set()
-    while orchestrator.run_detail(run_a)["status"] not in ("succeeded", "failed", "rolled_back"):
+    terminal = ("succeeded", "failed", "rolled_back")
+    while True:
+        # B first, then A: if B has started, A must already have ended.
         detail_b = orchestrator.run_detail(run_b)
-        assert detail_b["status"] == "pending", detail_b
-        if detail_b.get("message"):
+        status_a = orchestrator.run_detail(run_a)["status"]
+        if detail_b["status"] != "pending":
+            assert status_a in terminal, (status_a, detail_b)
+        elif detail_b.get("message"):
             waiting_messages.add(detail_b["message"])
+        if status_a in terminal:
+            break
         time.sleep(0.5)
     assert f"waiting for run {run_a}, which holds app" in waiting_messages
     detail_a = orchestrator.wait_terminal(run_a)
