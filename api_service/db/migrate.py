@@ -17,7 +17,7 @@ def alembic_config(database_url: str) -> Config:
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option(
         "file_template",
-        "%%(year)d_%%(month).2d_%%(day).2d_%%(hour).2d%%(minute).2d-%%(rev)s_%%(slug)s",
+        "%%(year)d_%%(month).2d_%%(day).2d_%%(rev)s_%%(slug)s",
     )
     # ConfigParser interpolation: a literal % in a password must be doubled.
     cfg.set_main_option("sqlalchemy.url", normalize_url(database_url).replace("%", "%%"))

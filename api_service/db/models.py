@@ -104,6 +104,9 @@ class OrchestratorRun(Base):
         ForeignKey("approval_gates.id", ondelete="SET NULL"), nullable=True
     )
     approval_token: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Who approved, in which role, when, until when, and for which diff (sha256).
+    approval: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    requested_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
     requested_patch: Mapped[str | None] = mapped_column(Text, nullable=True)
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

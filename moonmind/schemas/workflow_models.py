@@ -38,6 +38,7 @@ class RunCreate(BaseModel):
     approval_token: str | None = None
     priority: Priority = Priority.NORMAL
     patch: str | None = Field(default=None, max_length=1_000_000)
+    requested_by: str | None = Field(default=None, min_length=1, max_length=255)
 
     @field_validator("instruction", "target_service")
     @classmethod
@@ -45,6 +46,40 @@ class RunCreate(BaseModel):
         if not value.strip():
             raise ValueError("must not be blank")
         return value.strip()
+
+
+class Approver(BaseModel):
+    id: str = Field(min_length=1, max_length=255)
+    role: str = Field(min_length=1, max_length=255)
+
+
+class ApprovalRequest(BaseModel):
+    """The contract's ApprovalRequest; diff_sha256 binds a pre-verify approval to one diff."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    approver: Approver
+    token: str = Field(min_length=1, max_length=4096)
+    expires_at: datetime | None = None
+    diff_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
+class RetryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    resume_from_step: Literal["patch", "build", "restart", "verify", "rollback"] | None = None
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class ApprovalRecord(BaseModel):
+    """What was approved: never the token itself, only its sha256."""
+
+    approver_id: str
+    role: str
+    approved_at: datetime
+    expires_at: datetime
+    token_sha256: str
+    diff_sha256: str | None = None
 
 
 class RunSummary(BaseModel):
@@ -58,6 +93,9 @@ class RunSummary(BaseModel):
     completed_at: datetime | None = None
     approval_required: bool = False
     approval_status: ApprovalStatus = "not_required"
+    approval_requirement: str | None = None
+    approval: ApprovalRecord | None = None
+    requested_by: str | None = None
     message: str | None = None
     missing_artifacts: list[str] = Field(default_factory=list)
 

@@ -33,7 +33,7 @@ from api_service.db.models import RunArtifact
 from api_service.main import create_app
 from moonmind.config import Settings, get_settings, load_settings
 from moonmind.workflows.orchestrator import repositories
-from moonmind.workflows.orchestrator.enums import ArtifactType, RunStatus, StepName
+from moonmind.workflows.orchestrator.enums import ArtifactType, RunStatus, StepName, StepStatus
 from moonmind.workflows.orchestrator.storage import ArtifactStore
 from tests.support.factories import ALL_STEPS, add_artifact, create_run, finish_step
 
@@ -601,3 +601,101 @@ class TestDownloadArtifact:
         )
         assert response.status_code == 404
         assert response.json()["error"] == "artifact_missing"
+
+
+# -- POST /orchestrator/runs/{run_id}/approvals and /retry ---------------------------------
+
+PROTECTED_CONTEXT = {
+    "profile": {
+        "protected": True,
+        "approval_requirement": "pre-run",
+        "approver_roles": ["sre"],
+        "approval_valid_minutes": 10,
+    }
+}
+
+
+def _run_with(db: Database, status: RunStatus, *, protected: bool = False) -> uuid.UUID:
+    with db.session() as session:
+        run = create_run(session, service=f"svc-{uuid.uuid4().hex[:8]}", status=status)
+        if protected:
+            run.action_plan.service_context = PROTECTED_CONTEXT
+            session.flush()
+        if status == RunStatus.FAILED:
+            finish_step(
+                session,
+                run,
+                StepName.ANALYZE,
+                status=StepStatus.FAILED,
+                started_at=T0,
+                completed_at=T0 + timedelta(seconds=1),
+                message="engine down",
+            )
+        return run.id
+
+
+APPROVAL = {"approver": {"id": "bob", "role": "sre"}, "token": "t-123"}
+
+
+class TestApprove:
+    async def test_waiting_run_is_approved_and_resumed(
+        self, client: httpx.AsyncClient, db: Database, amqp_url: str, queue_name: str
+    ) -> None:
+        run_id = _run_with(db, RunStatus.AWAITING_APPROVAL, protected=True)
+        response = await client.post(f"/orchestrator/runs/{run_id}/approvals", json=APPROVAL)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert_conforms(body, "/orchestrator/runs/{run_id}/approvals", "post", 200)
+        assert body["status"] == "running"
+        assert body["approval_status"] == "granted"
+        assert queued_messages(amqp_url, queue_name) == 1  # the gated step, patch
+
+    async def test_unprotected_run_is_409(self, client: httpx.AsyncClient, seeded: Seeded) -> None:
+        response = await client.post(
+            f"/orchestrator/runs/{seeded.pending_run}/approvals", json=APPROVAL
+        )
+        assert response.status_code == 409
+        assert_conforms(response.json(), "/orchestrator/runs/{run_id}/approvals", "post", 409)
+
+    async def test_wrong_role_is_409(self, client: httpx.AsyncClient, db: Database) -> None:
+        run_id = _run_with(db, RunStatus.AWAITING_APPROVAL, protected=True)
+        body = {"approver": {"id": "bob", "role": "intern"}, "token": "t"}
+        response = await client.post(f"/orchestrator/runs/{run_id}/approvals", json=body)
+        assert response.status_code == 409
+        assert "sre" in response.json()["detail"]
+
+    async def test_unknown_run_is_404(self, client: httpx.AsyncClient) -> None:
+        response = await client.post(f"/orchestrator/runs/{uuid.uuid4()}/approvals", json=APPROVAL)
+        assert response.status_code == 404
+        assert response.json()["error"] == "run_not_found"
+
+    async def test_missing_approver_is_400(self, client: httpx.AsyncClient, seeded: Seeded) -> None:
+        response = await client.post(
+            f"/orchestrator/runs/{seeded.pending_run}/approvals", json={"token": "t"}
+        )
+        assert response.status_code == 400
+        assert "approver" in response.json()["detail"]
+
+
+class TestRetry:
+    async def test_failed_run_is_queued_again(
+        self, client: httpx.AsyncClient, db: Database, amqp_url: str, queue_name: str
+    ) -> None:
+        run_id = _run_with(db, RunStatus.FAILED)
+        response = await client.post(f"/orchestrator/runs/{run_id}/retry", json={"reason": "x"})
+        assert response.status_code == 202, response.text
+        assert_conforms(response.json(), "/orchestrator/runs/{run_id}/retry", "post", 202)
+        assert response.json()["status"] == "pending"
+        assert queued_messages(amqp_url, queue_name) == 1
+
+    async def test_succeeded_run_is_409(self, client: httpx.AsyncClient, seeded: Seeded) -> None:
+        response = await client.post(f"/orchestrator/runs/{seeded.finished_run}/retry")
+        assert response.status_code == 409
+        assert_conforms(response.json(), "/orchestrator/runs/{run_id}/retry", "post", 409)
+
+    async def test_unknown_step_is_400(self, client: httpx.AsyncClient, db: Database) -> None:
+        run_id = _run_with(db, RunStatus.FAILED)
+        response = await client.post(
+            f"/orchestrator/runs/{run_id}/retry", json={"resume_from_step": "deploy"}
+        )
+        assert response.status_code == 400

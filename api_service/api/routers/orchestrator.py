@@ -14,8 +14,10 @@ from fastapi.responses import FileResponse, StreamingResponse
 from api_service.api.deps import DatabaseDep, SessionDep, SettingsDep
 from api_service.api.errors import ApiError
 from moonmind.schemas.workflow_models import (
+    ApprovalRequest,
     ArtifactList,
     ErrorResponse,
+    RetryRequest,
     RunCreate,
     RunDetail,
     RunList,
@@ -24,7 +26,14 @@ from moonmind.schemas.workflow_models import (
 from moonmind.workflows.orchestrator import repositories, serializers
 from moonmind.workflows.orchestrator.enums import RunStatus
 from moonmind.workflows.orchestrator.events import RunFollower
-from moonmind.workflows.orchestrator.service import ComposeUnavailable, submit_run
+from moonmind.workflows.orchestrator.service import (
+    ComposeUnavailable,
+    RunConflict,
+    RunNotFound,
+    approve_run,
+    retry_run,
+    submit_run,
+)
 from moonmind.workflows.orchestrator.service_profiles import UnknownService
 from moonmind.workflows.orchestrator.storage import ArtifactPathError, ArtifactStore
 
@@ -186,3 +195,49 @@ def run_events(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+_CONFLICTS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    409: {"model": ErrorResponse, "description": "Not allowed in the run's current state"},
+}
+
+
+@router.post("/runs/{run_id}/approvals", response_model=RunSummary, responses=_CONFLICTS)
+def approve(
+    run_id: uuid.UUID, body: ApprovalRequest, settings: SettingsDep, db: DatabaseDep
+) -> RunSummary:
+    """Approve a protected service's run; one waiting at its gate resumes from there."""
+    try:
+        run = approve_run(settings, db, run_id, body)
+    except RunNotFound:
+        raise _not_found(run_id) from None
+    except RunConflict as exc:
+        raise ApiError(
+            409,
+            "approval_rejected",
+            detail=str(exc),
+            remediation="GET the run to see its status, approval_requirement and message.",
+        ) from None
+    return serializers.run_summary(run)
+
+
+@router.post(
+    "/runs/{run_id}/retry", status_code=202, response_model=RunSummary, responses=_CONFLICTS
+)
+def retry(
+    run_id: uuid.UUID, settings: SettingsDep, db: DatabaseDep, body: RetryRequest | None = None
+) -> RunSummary:
+    """Replay a failed or rolled-back run from its failing step (or an earlier one)."""
+    try:
+        run = retry_run(settings, db, run_id, body or RetryRequest())
+    except RunNotFound:
+        raise _not_found(run_id) from None
+    except RunConflict as exc:
+        raise ApiError(
+            409,
+            "retry_rejected",
+            detail=str(exc),
+            remediation="Only failed or rolled_back runs can be retried; see the run's steps.",
+        ) from None
+    return serializers.run_summary(run)

@@ -32,12 +32,14 @@ class ServiceContext:
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["profile"]["allow"] = list(self.profile.allow)
+        data["profile"]["approver_roles"] = list(self.profile.approver_roles)
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ServiceContext:
         profile = dict(data["profile"])
         profile["allow"] = tuple(profile.get("allow") or ())
+        profile["approver_roles"] = tuple(profile.get("approver_roles") or ("operator",))
         return cls(
             workspace=data["workspace"],
             compose_file=data["compose_file"],

@@ -217,7 +217,8 @@ def transition_run(
     now = utcnow()
     values: dict[str, Any] = {"status": new, "heartbeat_at": now}
     if new == RunStatus.RUNNING:
-        values["started_at"] = now
+        # Resuming after an approval keeps the time the run first started.
+        values["started_at"] = func.coalesce(OrchestratorRun.started_at, now)
     if new in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.ROLLED_BACK):
         values["completed_at"] = now
     if message is not None:

@@ -16,6 +16,7 @@ from moonmind.schemas.workflow_models import (
     RunSummary,
     TaskStateModel,
 )
+from moonmind.workflows.orchestrator import policies
 from moonmind.workflows.orchestrator.repositories import as_utc
 
 
@@ -26,6 +27,8 @@ def run_summary(run: OrchestratorRun) -> RunSummary:
 def _summary_fields(run: OrchestratorRun) -> dict[str, Any]:
     queued_at = as_utc(run.queued_at)
     assert queued_at is not None
+    gate = policies.gate_from_context(run.action_plan.service_context)
+    requirement = gate.requirement if gate is not None else None
     return {
         "run_id": run.id,
         "status": run.status,
@@ -35,10 +38,11 @@ def _summary_fields(run: OrchestratorRun) -> dict[str, Any]:
         "queued_at": queued_at,
         "started_at": as_utc(run.started_at),
         "completed_at": as_utc(run.completed_at),
-        "approval_required": run.approval_gate_id is not None,
-        "approval_status": "awaiting"
-        if run.status == "awaiting_approval"
-        else ("granted" if run.approval_gate_id is not None else "not_required"),
+        "approval_required": requirement is not None,
+        "approval_status": policies.approval_status(run, requirement, policies.utcnow()),
+        "approval_requirement": requirement,
+        "approval": run.approval,
+        "requested_by": run.requested_by,
         "message": run.message,
         "missing_artifacts": list(run.missing_artifacts or []),
     }

@@ -23,8 +23,19 @@ DEFAULT_MANIFESTS = (
 )
 
 _OVERRIDE_KEYS = frozenset(
-    {"health_url", "health_expected_status", "health_timeout_seconds", "allow", "protected"}
+    {
+        "health_url",
+        "health_expected_status",
+        "health_timeout_seconds",
+        "allow",
+        "protected",
+        "approval_requirement",
+        "approver_roles",
+        "approval_valid_minutes",
+    }
 )
+APPROVAL_REQUIREMENTS = ("pre-run", "pre-verify")
+MIN_APPROVAL_MINUTES = 5
 _HEALTHCHECK_LINE = re.compile(r"^\s*HEALTHCHECK\s+(?!NONE\b)", re.IGNORECASE | re.MULTILINE)
 
 
@@ -43,6 +54,9 @@ class ServiceProfile:
     allow: tuple[str, ...] = ()
     protected: bool = False
     has_build: bool = False
+    approval_requirement: str = "pre-run"
+    approver_roles: tuple[str, ...] = ("operator",)
+    approval_valid_minutes: int = 60
 
 
 class UnknownService(Exception):
@@ -232,7 +246,32 @@ def _apply_override(
         allow=_allow(override, base.allow, forbidden, where),
         protected=_bool(override, "protected", base.protected, where),
         has_build=base.has_build,
+        **_approval(override, base, where),
     )
+
+
+def _approval(override: Mapping[str, Any], base: ServiceProfile, where: str) -> dict[str, Any]:
+    """The approval policy of a protected service (data model: roles, lifetime >= 5 min)."""
+    requirement = override.get("approval_requirement", base.approval_requirement)
+    if requirement not in APPROVAL_REQUIREMENTS:
+        raise ValueError(f"{where}: approval_requirement must be one of {APPROVAL_REQUIREMENTS}")
+    roles = override.get("approver_roles", list(base.approver_roles))
+    if (
+        not isinstance(roles, list | tuple)
+        or not roles
+        or not all(isinstance(r, str) and r for r in roles)
+    ):
+        raise ValueError(f"{where}: approver_roles must be a non-empty list of role names")
+    minutes = override.get("approval_valid_minutes", base.approval_valid_minutes)
+    if isinstance(minutes, bool) or not isinstance(minutes, int) or minutes < MIN_APPROVAL_MINUTES:
+        raise ValueError(
+            f"{where}: approval_valid_minutes must be a whole number >= {MIN_APPROVAL_MINUTES}"
+        )
+    return {
+        "approval_requirement": requirement,
+        "approver_roles": tuple(roles),
+        "approval_valid_minutes": minutes,
+    }
 
 
 def _opt_str(override: Mapping[str, Any], key: str, default: str | None, where: str) -> str | None:

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moonmind.utils.redaction import Redactor, default_redactor
 from moonmind.workflows.orchestrator.action_plan import ServiceContext
 from moonmind.workflows.orchestrator.adapters import workspace as ws
 from moonmind.workflows.orchestrator.adapters.agent import build_agent_argv, run_agent
@@ -85,6 +86,8 @@ class StepContext:
     on_line: Callable[[str, str], None] = lambda step, line: None
     produced: list[ProducedArtifact] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    # Everything that came from a process (logs, agent output) passes through this first.
+    redactor: Redactor = field(default_factory=default_redactor)
 
     @property
     def workspace(self) -> Path:
@@ -120,6 +123,7 @@ class StepContext:
             stream = None
 
         def write(line: str) -> None:
+            line = self.redactor.redact(line)
             if stream is not None:
                 try:
                     stream.line(line)
@@ -164,7 +168,7 @@ def analyze(ctx: StepContext) -> StepResult:
     engine = _connect()
     try:
         info = engine.container_for(svc.project, svc.profile.name)
-        logs = engine.logs(info.id, tail=300) if info is not None else ""
+        logs = ctx.redactor.redact(engine.logs(info.id, tail=300)) if info is not None else ""
     finally:
         engine.close()
     signatures = detect_signatures(logs)
@@ -275,7 +279,10 @@ def _apply_source(ctx: StepContext, source: str, before: ws.Snapshot) -> bool:
         )
         outcome = run_agent(argv, cwd=root, timeout=ctx.agent_timeout_s)
         ctx.save(
-            "agent.log", outcome.output.encode(), type=ArtifactType.PATCH_DIFF, kind="agent_log"
+            "agent.log",
+            ctx.redactor.redact(outcome.output).encode(),
+            type=ArtifactType.PATCH_DIFF,
+            kind="agent_log",
         )
         if outcome.timed_out:
             raise StepFailed(f"patch agent timed out after {ctx.agent_timeout_s:.0f}s")

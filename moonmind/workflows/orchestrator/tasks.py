@@ -21,6 +21,7 @@ from celery.signals import worker_ready
 from api_service.db.base import Database, get_database
 from moonmind.config import Settings, get_settings
 from moonmind.utils.logging import log_event
+from moonmind.workflows.orchestrator import policies
 from moonmind.workflows.orchestrator import repositories as repo
 from moonmind.workflows.orchestrator.action_plan import ServiceContext
 from moonmind.workflows.orchestrator.celery_app import app
@@ -221,7 +222,7 @@ def _finish(
     task_id: str | None,
     outcome: StepResult | StepFailed,
     duration_s: float,
-) -> tuple[tuple[StepName, str] | None, tuple[RunStatus, str] | None]:
+) -> tuple[tuple[StepName, str] | None, tuple[RunStatus, str] | None, str | None]:
     """Record the outcome in one transaction; say what comes next and whether the run ended."""
     with _database().session() as session:
         nxt = _record(session, step, started, task_id, outcome, duration_s)
@@ -235,7 +236,7 @@ def _finish(
                 TaskStateName.PENDING,
                 celery_task_id=queued[1],
             )
-        return queued, session.info.get("closed")
+        return queued, session.info.get("closed"), session.info.get("gated")
 
 
 def _record(
@@ -299,6 +300,8 @@ def _record(
         return None
     if not failed:
         nxt = NEXT_STEP.get(step)
+        if nxt is not None and _stop_at_gate(session, run, nxt, outcome):
+            return None
         if nxt is None:
             _skip_pending(session, run)
             _close(session, run, RunStatus.SUCCEEDED, outcome.message, metrics)
@@ -315,6 +318,31 @@ def _record(
     _skip_pending(session, run)
     _close(session, run, RunStatus.FAILED, outcome.message, metrics)
     return None
+
+
+def _stop_at_gate(session: Any, run: Any, nxt: StepName, outcome: StepResult | StepFailed) -> bool:
+    """Park the run before a gated step unless a valid approval already covers it."""
+    gate = policies.gate_from_context(run.action_plan.service_context)
+    if gate is None or gate.step != nxt:
+        return False
+    diff_sha = outcome.result.get("diff_sha256") if nxt == StepName.BUILD else None
+    if policies.approval_valid(run, now=policies.utcnow(), diff_sha256=diff_sha):
+        return False
+    what = f"the diff {diff_sha}" if diff_sha else "this run"
+    message = (
+        f"awaiting approval of {what} by one of: {', '.join(gate.roles)} "
+        f"(POST /orchestrator/runs/{run.id}/approvals)"
+    )
+    repo.transition_run(
+        session,
+        run.id,
+        expected=[RunStatus.RUNNING],
+        new=RunStatus.AWAITING_APPROVAL,
+        message=message,
+    )
+    repo.set_metrics(session, run, approval_requested_at=policies.utcnow().isoformat())
+    session.info["gated"] = message
+    return True
 
 
 def _skip_pending(session: Any, run: Any) -> None:
@@ -383,7 +411,7 @@ def execute_step(
         log.exception("step %s of run %s crashed", step.value, run_id)
         outcome = StepFailed(f"{step.value} crashed: {type(exc).__name__}: {exc}")
     duration = time.monotonic() - began
-    queued, closed = _finish(step, claimed, task_id, outcome, duration)
+    queued, closed, gated = _finish(step, claimed, task_id, outcome, duration)
     _event(
         run_id,
         step.value,
@@ -394,6 +422,8 @@ def execute_step(
     )
     if closed is not None:
         _event(run_id, "run", "run_finished", status=closed[0].value, message=closed[1])
+    if gated is not None:
+        _event(run_id, "run", "approval_required", message=gated)
     if queued is not None:
         enqueue_step(app, settings, queued[0], run_id, claimed.priority, task_id=queued[1])
 

@@ -112,6 +112,11 @@ class Orchestrator:
         self.worker = start_worker(self.worker_env, self.cwd)
         return self.worker
 
+    def explain(self, detail: dict[str, Any]) -> str:
+        """What a failed assertion needs: each step's outcome and the worker's last words."""
+        steps = [(s["name"], s["status"], s.get("message")) for s in detail["steps"]]
+        return f"{detail['status']}: {detail.get('message')}\n{steps}\n{self.worker_output()[-3000:]}"
+
     def worker_output(self) -> str:
         return self.worker.output() if self.worker else "(no worker)"
 

@@ -356,7 +356,7 @@ def test_worker_killed_mid_build_is_redelivered_and_finishes(
     orchestrator.start_worker()
 
     detail = orchestrator.wait_terminal(run_id)
-    assert detail["status"] == "succeeded", detail
+    assert detail["status"] == "succeeded", orchestrator.explain(detail)
     build_rows = sorted(
         (s for s in detail["task_states"] if s["plan_step"] == "build"), key=lambda s: s["attempt"]
     )
@@ -438,7 +438,7 @@ def test_sweeper_recovers_a_step_lost_with_its_worker_on_the_embedded_default(
     orchestrator.start_worker()
 
     detail = orchestrator.wait_terminal(run_id)
-    assert detail["status"] == "succeeded", detail
+    assert detail["status"] == "succeeded", orchestrator.explain(detail)
     build_rows = sorted(
         (s for s in detail["task_states"] if s["plan_step"] == "build"), key=lambda s: s["attempt"]
     )

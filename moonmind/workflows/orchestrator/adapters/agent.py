@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from moonmind.workflows.orchestrator.adapters.process import child_preexec
+
 PLACEHOLDERS = ("{instruction}", "{analysis}", "{workspace}")
 KILL_GRACE_S = 2.0
 NOT_FOUND_RC = 127
@@ -112,6 +114,7 @@ def run_agent(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=child_preexec(),  # noqa: PLW1509 (only a prctl call, see process.py)
         )
     except OSError as exc:
         return AgentResult(NOT_FOUND_RC, f"cannot start agent: {exc}", False, 0.0)

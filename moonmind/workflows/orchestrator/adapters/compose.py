@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from moonmind.workflows.orchestrator.adapters.process import child_preexec
+
 LineSink = Callable[[str], None]
 
 _PROBE_TIMEOUT_S = 15.0
@@ -140,6 +142,7 @@ class Compose:
                 stdin=subprocess.DEVNULL,
                 bufsize=0,
                 start_new_session=True,
+                preexec_fn=child_preexec(),  # noqa: PLW1509 (only a prctl call, see process.py)
             )
         except OSError as exc:
             raise ComposeError(f"cannot run {argv[0]!r}: {exc}; {_REMEDIATION}") from exc

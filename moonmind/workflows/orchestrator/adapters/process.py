@@ -1,0 +1,31 @@
+"""Child processes that do not outlive the worker that started them.
+
+Compose builds and agents run in their own session (so a timeout can kill the whole
+group), which also detaches them from the worker's process group. If the worker is
+killed, a detached build would keep going and race the build of the step's next
+delivery; the kernel's parent-death signal stops it instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import signal
+import sys
+from collections.abc import Callable
+
+_PR_SET_PDEATHSIG = 1
+_libc = (
+    ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platform == "linux" else None
+)
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: only an already-resolved C call here.
+    if _libc is not None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def child_preexec() -> Callable[[], None] | None:
+    """preexec_fn for subprocess.Popen: the child is killed when its parent dies (Linux)."""
+    return _die_with_parent if _libc is not None else None

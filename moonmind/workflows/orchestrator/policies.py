@@ -1,0 +1,145 @@
+"""Approval gates: which runs must wait for a person, and whether an approval counts.
+
+A protected service's runs stop at a gate: before patching (`pre-run`), or after the
+diff exists and before anything is built (`pre-verify`, the approval then names the
+diff's sha256, so a different diff is not approved). The approver needs one of the
+service's roles and may not be the requester; an approval lasts at most the gate's
+lifetime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api_service.db.models import ApprovalGate, OrchestratorRun
+from moonmind.schemas.workflow_models import ApprovalRequest
+from moonmind.workflows.orchestrator.enums import ApprovalRequirement, RunStatus, StepName
+from moonmind.workflows.orchestrator.repositories import as_utc
+from moonmind.workflows.orchestrator.service_profiles import ServiceProfile
+
+GATED_STEP = {"pre-run": StepName.PATCH, "pre-verify": StepName.BUILD}
+
+
+class ApprovalRejected(Exception):
+    """The approval cannot be accepted; the message says why and what would work."""
+
+
+@dataclass(frozen=True)
+class Gate:
+    requirement: str
+    roles: tuple[str, ...]
+    valid_minutes: int
+
+    @property
+    def step(self) -> StepName:
+        return GATED_STEP[self.requirement]
+
+
+def gate_for(profile: ServiceProfile) -> Gate | None:
+    if not profile.protected:
+        return None
+    return Gate(
+        profile.approval_requirement, profile.approver_roles, profile.approval_valid_minutes
+    )
+
+
+def gate_from_context(service_context: dict[str, Any] | None) -> Gate | None:
+    """The gate recorded in a run's plan snapshot (the policy in force when it was queued)."""
+    profile = (service_context or {}).get("profile") or {}
+    if not profile.get("protected"):
+        return None
+    return Gate(
+        str(profile.get("approval_requirement", "pre-run")),
+        tuple(profile.get("approver_roles") or ()),
+        int(profile.get("approval_valid_minutes", 60)),
+    )
+
+
+def sync_gate(session: Session, service: str, gate: Gate) -> ApprovalGate:
+    """The approval_gates row for a service, kept equal to its configured policy."""
+    row = session.scalars(
+        select(ApprovalGate).where(ApprovalGate.service_name == service)
+    ).one_or_none()
+    if row is None:
+        row = ApprovalGate(service_name=service)
+        session.add(row)
+    row.requirement = ApprovalRequirement(gate.requirement)
+    row.approver_roles = list(gate.roles)
+    row.valid_for_minutes = gate.valid_minutes
+    session.flush()
+    return row
+
+
+def approval_valid(run: OrchestratorRun, *, now: datetime, diff_sha256: str | None = None) -> bool:
+    record = run.approval
+    if not record:
+        return False
+    if datetime.fromisoformat(record["expires_at"]) <= now:
+        return False
+    return record.get("diff_sha256") is None or record.get("diff_sha256") == diff_sha256
+
+
+def approval_status(run: OrchestratorRun, gate_requirement: str | None, now: datetime) -> str:
+    if gate_requirement is None:
+        return "not_required"
+    if run.approval:
+        if datetime.fromisoformat(run.approval["expires_at"]) > now:
+            return "granted"
+        return "expired"
+    return "awaiting"
+
+
+def accept(
+    run: OrchestratorRun,
+    gate: Gate,
+    request: ApprovalRequest,
+    *,
+    now: datetime,
+    diff_sha256: str | None,
+) -> dict[str, Any]:
+    """Check an approval against the gate; the record to store on the run."""
+    if run.status not in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL):
+        raise ApprovalRejected(f"run is {run.status.value}; only unfinished runs can be approved")
+    if request.approver.role not in gate.roles:
+        raise ApprovalRejected(
+            f"role {request.approver.role!r} may not approve {run.target_service}; "
+            f"allowed roles: {', '.join(gate.roles)}"
+        )
+    if run.requested_by and request.approver.id == run.requested_by:
+        raise ApprovalRejected("the requester cannot approve their own run (four-eyes rule)")
+    expires = now + timedelta(minutes=gate.valid_minutes)
+    if request.expires_at is not None:
+        asked = as_utc(request.expires_at)
+        assert asked is not None
+        if asked <= now:
+            raise ApprovalRejected("the approval has already expired")
+        expires = min(expires, asked)
+    if gate.requirement == "pre-verify":
+        if diff_sha256 is None:
+            raise ApprovalRejected(
+                "this service's gate approves a diff: wait until the run is awaiting_approval, "
+                "then approve the sha256 of its patch.diff"
+            )
+        if request.diff_sha256 != diff_sha256:
+            raise ApprovalRejected(
+                f"the approval names diff {request.diff_sha256 or '(none)'} but the run's "
+                f"patch.diff is {diff_sha256}"
+            )
+    return {
+        "approver_id": request.approver.id,
+        "role": request.approver.role,
+        "approved_at": now.isoformat(),
+        "expires_at": expires.isoformat(),
+        "token_sha256": hashlib.sha256(request.token.encode()).hexdigest(),
+        "diff_sha256": diff_sha256 if gate.requirement == "pre-verify" else None,
+    }
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
