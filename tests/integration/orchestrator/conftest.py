@@ -115,7 +115,8 @@ class Orchestrator:
     def explain(self, detail: dict[str, Any]) -> str:
         """What a failed assertion needs: each step's outcome and the worker's last words."""
         steps = [(s["name"], s["status"], s.get("message")) for s in detail["steps"]]
-        return f"{detail['status']}: {detail.get('message')}\n{steps}\n{self.worker_output()[-3000:]}"
+        tail = self.worker_output()[-3000:]
+        return f"{detail['status']}: {detail.get('message')}\n{steps}\n{tail}"
 
     def worker_output(self) -> str:
         return self.worker.output() if self.worker else "(no worker)"
