@@ -98,3 +98,23 @@ def test_cli_fails_at_start_with_one_line(tmp_path: Path) -> None:
     assert "STATSD_PORT" in lines[0]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "var").exists()
+
+
+def test_every_setting_is_in_the_templates_and_config_toml() -> None:
+    """T001: .env-template, .env.vllm-template and config.toml carry the same knobs."""
+    from moonmind.config import _ENV_NAMES, _flatten_toml
+
+    repo = Path(__file__).resolve().parents[2]
+    names = {name for field, name in _ENV_NAMES.items() if field not in ("service_overrides",)}
+    names.discard("CELERY_BROKER_FOLDER")  # only meaningful for the local transport
+    for template in (".env-template", ".env.vllm-template"):
+        keys = {
+            line.split("=", 1)[0]
+            for line in (repo / template).read_text().splitlines()
+            if "=" in line and not line.startswith("#")
+        }
+        assert names <= keys, (template, sorted(names - keys))
+    import tomllib
+
+    values, _ = _flatten_toml(tomllib.loads((repo / "config.toml").read_text()))
+    assert names - {"MOONMIND_CONFIG"} <= set(values), sorted(names - set(values))
