@@ -38,7 +38,7 @@ demo: venv images
 	$(BIN)/python -m moonmind.demo
 
 bench: venv
-	@echo "no benchmarks yet (see the performance issue)"
+	$(BIN)/python -m bench.bench_orchestrator
 
 db-upgrade: venv
 	$(BIN)/moonmind db upgrade
