@@ -336,6 +336,19 @@ def latest_task_state(session: Session, run_id: uuid.UUID, step: StepName) -> Ta
     return session.scalars(stmt).one_or_none()
 
 
+def mark_attempt_lost(session: Session, row: TaskState) -> None:
+    """The worker running this attempt is gone; the next delivery gets a new attempt."""
+    record_task_state(
+        session,
+        row.run_id,
+        row.plan_step,
+        TaskStateName.FAILURE,
+        celery_task_id=row.celery_task_id,
+        message="the worker was lost during this step; it was delivered again",
+        attempt=row.attempt,
+    )
+
+
 def list_task_states(session: Session, run_id: uuid.UUID) -> list[TaskState]:
     stmt = (
         select(TaskState)

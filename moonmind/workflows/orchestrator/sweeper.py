@@ -80,15 +80,7 @@ def _redeliver(session: Session, run: OrchestratorRun) -> Redelivery:
         return Redelivery(run.id, step, run.priority, latest.celery_task_id)
     attempts = latest.attempt if latest is not None else 0
     if latest is not None:
-        repo.record_task_state(
-            session,
-            run.id,
-            step,
-            TaskStateName.FAILURE,
-            celery_task_id=latest.celery_task_id,
-            message="the worker was lost during this step; it was delivered again",
-            attempt=attempts,
-        )
+        repo.mark_attempt_lost(session, latest)
     if attempts >= MAX_ATTEMPTS:
         message = f"{step.value} was lost {attempts} times with its worker; giving up"
         repo.update_step(session, run, step, status=StepStatus.FAILED.value, message=message)

@@ -198,15 +198,7 @@ def _claim_attempt(
         if alive and not redelivered:
             log.warning("run %s: %s is already running elsewhere; duplicate dropped", run.id, step)
             return None
-        repo.record_task_state(
-            session,
-            run.id,
-            step,
-            TaskStateName.FAILURE,
-            celery_task_id=latest.celery_task_id,
-            message="the worker was lost during this step; it was delivered again",
-            attempt=attempt,
-        )
+        repo.mark_attempt_lost(session, latest)
         attempt += 1
     elif latest is not None and latest.state != TaskStateName.PENDING:
         attempt += 1

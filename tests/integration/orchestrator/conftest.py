@@ -42,30 +42,36 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
     return found
 
 
+def inspect_container(stack: Stack, service: str) -> dict[str, Any]:
+    """`docker inspect` of a service's one container."""
+    client = docker.from_env()
+    try:
+        found = client.containers.list(
+            all=True,
+            filters={
+                "label": [
+                    f"com.docker.compose.project={stack.project}",
+                    f"com.docker.compose.service={service}",
+                ]
+            },
+        )
+        assert len(found) == 1, found
+        return dict(found[0].attrs)
+    finally:
+        client.close()
+
+
 def bring_up(stack: Stack, timeout: float = 60) -> None:
     """Build and start the stack, and wait until `app` has crashed (its logs say why)."""
     build = compose(stack, "build", "app")
     assert build.returncode == 0, build.stdout + build.stderr
     up = compose(stack, "up", "-d")
     assert up.returncode == 0, up.stdout + up.stderr
-    client = docker.from_env()
     deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            (app,) = client.containers.list(
-                all=True,
-                filters={
-                    "label": [
-                        f"com.docker.compose.project={stack.project}",
-                        "com.docker.compose.service=app",
-                    ]
-                },
-            )
-            if app.status == "exited":
-                return
-            time.sleep(0.3)
-    finally:
-        client.close()
+    while time.monotonic() < deadline:
+        if inspect_container(stack, "app")["State"]["Status"] == "exited":
+            return
+        time.sleep(0.3)
     raise AssertionError("app never crashed")
 
 

@@ -21,6 +21,7 @@ from tests.integration.orchestrator.conftest import (
     bring_up,
     git_commit_all,
     health_config,
+    inspect_container,
     tree_bytes,
 )
 from tests.support.stack import Stack
@@ -32,22 +33,8 @@ STEPS = ["analyze", "patch", "build", "restart", "verify"]
 
 def _container(stack: Stack, service: str) -> tuple[str, str, str]:
     """(container id, start time, image id) of a service's container."""
-    client = docker.from_env()
-    try:
-        found = client.containers.list(
-            all=True,
-            filters={
-                "label": [
-                    f"com.docker.compose.project={stack.project}",
-                    f"com.docker.compose.service={service}",
-                ]
-            },
-        )
-        assert len(found) == 1, found
-        attrs = found[0].attrs
-        return attrs["Id"], attrs["State"]["StartedAt"], attrs["Image"]
-    finally:
-        client.close()
+    attrs = inspect_container(stack, service)
+    return attrs["Id"], attrs["State"]["StartedAt"], attrs["Image"]
 
 
 def _assert_artifacts(orchestrator: Orchestrator, detail: dict[str, Any]) -> dict[str, Any]:
@@ -332,6 +319,17 @@ def test_no_patch_derived_touches_nothing(broken_stack: Stack, start_orchestrato
     assert _container(broken_stack, "sibling") == sibling_before
 
 
+def _kill_worker_during_build(orchestrator: Orchestrator, run_id: str) -> None:
+    """SIGKILL the whole worker (main process and pool) while the run is building."""
+    deadline = time.monotonic() + 120
+    while orchestrator.run_detail(run_id)["steps"][2]["status"] != "in_progress":
+        assert time.monotonic() < deadline, "build never started"
+        time.sleep(0.1)
+    assert orchestrator.worker is not None
+    os.killpg(orchestrator.worker.popen.pid, signal.SIGKILL)
+    orchestrator.worker.popen.wait(timeout=30)
+
+
 @pytest.mark.docker
 def test_worker_killed_mid_build_is_redelivered_and_finishes(
     broken_stack: Stack, start_orchestrator: Starter
@@ -342,17 +340,7 @@ def test_worker_killed_mid_build_is_redelivered_and_finishes(
     orchestrator = start_orchestrator(broken_stack, config=health_config(broken_stack))
     response = orchestrator.post_run(instruction="fix the missing dependency", target_service="app")
     run_id = response.json()["run_id"]
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        steps = {s["name"]: s for s in orchestrator.run_detail(run_id)["steps"]}
-        if steps["build"]["status"] == "in_progress":
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError(f"build never started: {steps}")
-    assert orchestrator.worker is not None
-    os.killpg(orchestrator.worker.popen.pid, signal.SIGKILL)
-    orchestrator.worker.popen.wait(timeout=30)
+    _kill_worker_during_build(orchestrator, run_id)
     orchestrator.start_worker()
 
     detail = orchestrator.wait_terminal(run_id)
@@ -425,13 +413,7 @@ def test_sweeper_recovers_a_step_lost_with_its_worker_on_the_embedded_default(
     )
     response = orchestrator.post_run(instruction="fix the missing dependency", target_service="app")
     run_id = response.json()["run_id"]
-    deadline = time.monotonic() + 120
-    while orchestrator.run_detail(run_id)["steps"][2]["status"] != "in_progress":
-        assert time.monotonic() < deadline, "build never started"
-        time.sleep(0.1)
-    assert orchestrator.worker is not None
-    os.killpg(orchestrator.worker.popen.pid, signal.SIGKILL)
-    orchestrator.worker.popen.wait(timeout=30)
+    _kill_worker_during_build(orchestrator, run_id)
     time.sleep(2)
     # While the heartbeat is fresh nobody touches the run.
     assert orchestrator.run_detail(run_id)["status"] == "running"

@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import docker
 import httpx
 import pytest
 
@@ -16,6 +15,7 @@ from tests.integration.orchestrator.conftest import (
     Orchestrator,
     bring_up,
     health_config,
+    inspect_container,
     tree_bytes,
 )
 from tests.support.stack import Stack
@@ -60,20 +60,7 @@ def _approve(orchestrator: Orchestrator, run_id: str, **body: Any) -> httpx.Resp
 
 
 def _app_image(stack: Stack) -> str:
-    client = docker.from_env()
-    try:
-        (app,) = client.containers.list(
-            all=True,
-            filters={
-                "label": [
-                    f"com.docker.compose.project={stack.project}",
-                    "com.docker.compose.service=app",
-                ]
-            },
-        )
-        return str(app.attrs["Image"])
-    finally:
-        client.close()
+    return str(inspect_container(stack, "app")["Image"])
 
 
 @pytest.mark.docker
