@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
 
 from moonmind.config import Settings, SettingsError, load_settings
 
@@ -101,6 +105,63 @@ def cmd_up(args: argparse.Namespace) -> int:
     return max(child.returncode or 0 for child in children)
 
 
+def _follow(client: httpx.Client, api: str, run_id: str, show_logs: bool) -> str:
+    """Print the run's events as they arrive; the final status."""
+    kind, status = "", "unknown"
+    with client.stream("GET", f"{api}/orchestrator/runs/{run_id}/events", timeout=None) as events:
+        for line in events.iter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                data = json.loads(line.removeprefix("data: "))
+                if kind == "step":
+                    note = f" — {data['message']}" if data.get("message") else ""
+                    print(f"{data['name']:<8} {data['status']}{note}", flush=True)
+                elif kind == "log" and show_logs:
+                    print(f"  {data['step']}| {data['line']}", flush=True)
+                elif kind == "status":
+                    status = str(data["status"])
+                    note = f" ({data['message']})" if data.get("message") else ""
+                    print(f"run {status}{note}", flush=True)
+    return status
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Submit a run to a running API, and optionally follow it to the end."""
+    body: dict[str, object] = {
+        "instruction": args.instruction,
+        "target_service": args.service,
+        "priority": args.priority,
+    }
+    if args.patch_file:
+        body["patch"] = Path(args.patch_file).read_text()
+    if args.requested_by:
+        body["requested_by"] = args.requested_by
+    api = args.api.rstrip("/")
+    with httpx.Client(timeout=60) as client:
+        try:
+            response = client.post(f"{api}/orchestrator/runs", json=body)
+        except httpx.HTTPError as exc:
+            print(f"moonmind: cannot reach the API at {api}: {exc}", file=sys.stderr)
+            return 2
+        if response.status_code != 202:
+            error = (
+                response.json()
+                if response.headers.get("content-type", "").startswith("application/json")
+                else {"error": response.text}
+            )
+            print(f"moonmind: {error.get('error')}: {error.get('detail', '')}", file=sys.stderr)
+            if error.get("remediation"):
+                print(f"moonmind: {error['remediation']}", file=sys.stderr)
+            return 2
+        run_id = response.json()["run_id"]
+        print(f"run {run_id} queued ({api}/orchestrator/runs/{run_id})", flush=True)
+        if not args.follow:
+            return 0
+        status = _follow(client, api, run_id, args.logs)
+    return 0 if status == "succeeded" else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moonmind", description=__doc__)
     sub = parser.add_subparsers(dest="group", required=True)
@@ -121,6 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "up":
             p.add_argument("--concurrency", type=int, default=1)
         p.set_defaults(func=func)
+    submit = orch.add_parser("submit", help="ask a running API to fix a service")
+    submit.add_argument("instruction", help='what is wrong, e.g. "fix the missing dependency"')
+    submit.add_argument("--service", required=True, help="compose service to repair")
+    submit.add_argument("--api", default="http://127.0.0.1:8000")
+    submit.add_argument("--priority", choices=("normal", "high"), default="normal")
+    submit.add_argument("--patch-file", help="a unified diff to apply instead of deriving one")
+    submit.add_argument("--requested-by", help="who asks (an approver must be someone else)")
+    submit.add_argument("--follow", action="store_true", help="print progress until it ends")
+    submit.add_argument("--logs", action="store_true", help="with --follow: log lines too")
+    submit.set_defaults(func=cmd_submit)
+
     worker = orch.add_parser("worker", help="consume the orchestrator queue")
     worker.add_argument("--concurrency", type=int, default=1)
     worker.add_argument("--loglevel", default="INFO")
