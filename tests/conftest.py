@@ -76,14 +76,9 @@ def amqp_queue(amqp_url: str) -> Iterator[str]:
     """A queue name used only by this test session, deleted at the end."""
     name = f"orchestrator.run.test-{RUN_TAG}"
     yield name
-    from kombu import Connection
+    from tests.support.broker import delete_queues
 
-    with Connection(amqp_url) as conn:
-        for suffix in ("", ".high"):
-            try:
-                conn.default_channel.queue_delete(name + suffix)
-            except Exception:  # already gone
-                pass
+    delete_queues(amqp_url, name)
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,7 @@ from moonmind.config import Settings, get_settings, load_settings
 from moonmind.workflows.orchestrator import repositories
 from moonmind.workflows.orchestrator.enums import ArtifactType, RunStatus, StepName, StepStatus
 from moonmind.workflows.orchestrator.storage import ArtifactStore
+from tests.support.broker import delete_queues
 from tests.support.factories import ALL_STEPS, add_artifact, create_run, finish_step
 
 pytestmark = pytest.mark.anyio
@@ -148,12 +149,7 @@ def workspace(tmp_path: Path) -> Path:
 def queue_name(amqp_url: str) -> Iterator[str]:
     name = f"orchestrator.run.contract-{uuid.uuid4().hex[:10]}"
     yield name
-    with Connection(amqp_url) as conn:
-        for suffix in ("", ".high"):
-            try:
-                conn.default_channel.queue_delete(name + suffix)
-            except Exception:  # never declared, or already gone
-                pass
+    delete_queues(amqp_url, name)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -52,5 +53,7 @@ class Metrics:
 _NOOP = Metrics("", 0, "")
 
 
+@lru_cache(maxsize=8)
 def metrics_from_settings(host: str, port: int, prefix: str) -> Metrics:
+    """One client (one UDP socket) per destination and process, not one per event."""
     return Metrics(host, port, prefix) if host else _NOOP

@@ -13,10 +13,11 @@ from typing import Any
 import docker
 import httpx
 import pytest
-from kombu import Connection
 
+from tests.support.broker import delete_queues
 from tests.support.processes import Process, start_api, start_worker
 from tests.support.stack import Stack, compose, compose_down, make_stack
+from tests.support.statsd import StatsdSink
 
 TERMINAL = {"succeeded", "failed", "rolled_back"}
 
@@ -195,12 +196,7 @@ def start_orchestrator(
         orchestrator.api.stop()
         if orchestrator.worker is not None:
             orchestrator.worker.stop()
-    with Connection(amqp_url) as conn:
-        for queue in queues:
-            try:
-                conn.default_channel.queue_delete(queue)
-            except Exception:  # never declared
-                pass
+    delete_queues(amqp_url, *queues)
 
 
 def health_config(stack: Stack, timeout: int = 60) -> str:
@@ -209,3 +205,17 @@ def health_config(stack: Stack, timeout: int = 60) -> str:
         f'health_url = "http://127.0.0.1:{stack.app_port}/health"\n'
         f"health_timeout_seconds = {timeout}\n"
     )
+
+
+@pytest.fixture
+def statsd() -> Iterator[StatsdSink]:
+    """A real UDP socket receiving the run's StatsD datagrams."""
+    sink = StatsdSink()
+    yield sink
+    sink.close()
+
+
+def attempts(detail: dict[str, Any], step: str) -> list[tuple[int, str]]:
+    """(attempt, state) of every task-state row of one step, in attempt order."""
+    rows = [s for s in detail["task_states"] if s["plan_step"] == step]
+    return [(r["attempt"], r["state"]) for r in sorted(rows, key=lambda r: r["attempt"])]

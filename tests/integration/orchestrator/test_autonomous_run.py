@@ -18,6 +18,7 @@ import pytest
 
 from tests.integration.orchestrator.conftest import (
     Orchestrator,
+    attempts,
     bring_up,
     git_commit_all,
     health_config,
@@ -345,11 +346,9 @@ def test_worker_killed_mid_build_is_redelivered_and_finishes(
 
     detail = orchestrator.wait_terminal(run_id)
     assert detail["status"] == "succeeded", orchestrator.explain(detail)
-    build_rows = sorted(
-        (s for s in detail["task_states"] if s["plan_step"] == "build"), key=lambda s: s["attempt"]
-    )
-    assert [(r["attempt"], r["state"]) for r in build_rows] == [(1, "FAILURE"), (2, "SUCCESS")]
-    assert "worker was lost" in build_rows[0]["message"]
+    assert attempts(detail, "build") == [(1, "FAILURE"), (2, "SUCCESS")]
+    lost = next(s for s in detail["task_states"] if s["plan_step"] == "build" and s["attempt"] == 1)
+    assert "worker was lost" in lost["message"]
     # The image kept for rollback is still the one from before the run, not the new build.
     client = docker.from_env()
     try:
@@ -421,10 +420,7 @@ def test_sweeper_recovers_a_step_lost_with_its_worker_on_the_embedded_default(
 
     detail = orchestrator.wait_terminal(run_id)
     assert detail["status"] == "succeeded", orchestrator.explain(detail)
-    build_rows = sorted(
-        (s for s in detail["task_states"] if s["plan_step"] == "build"), key=lambda s: s["attempt"]
-    )
-    assert [(r["attempt"], r["state"]) for r in build_rows] == [(1, "FAILURE"), (2, "SUCCESS")]
+    assert attempts(detail, "build") == [(1, "FAILURE"), (2, "SUCCESS")]
     events = [
         json.loads(line)
         for line in orchestrator.worker_output().splitlines()

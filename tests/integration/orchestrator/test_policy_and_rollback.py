@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,6 +13,7 @@ import pytest
 
 from tests.integration.orchestrator.conftest import (
     Orchestrator,
+    attempts,
     bring_up,
     health_config,
     inspect_container,
@@ -24,13 +25,6 @@ from tests.support.statsd import StatsdSink
 Starter = Callable[..., Orchestrator]
 PREFIX = "mmtest.policy"
 TOKEN = "approval-token-7f3a9c"
-
-
-@pytest.fixture
-def statsd() -> Iterator[StatsdSink]:
-    sink = StatsdSink()
-    yield sink
-    sink.close()
 
 
 def _protected(stack: Stack, requirement: str) -> str:
@@ -112,8 +106,7 @@ def test_pre_run_gate_holds_until_an_allowed_second_person_approves(
 
     detail = orchestrator.wait_terminal(run_id)
     assert detail["status"] == "succeeded", detail
-    analyze_rows = [s for s in detail["task_states"] if s["plan_step"] == "analyze"]
-    assert len(analyze_rows) == 1  # resumed at patch: nothing before it ran again
+    assert len(attempts(detail, "analyze")) == 1  # resumed at patch: nothing before it ran again
     assert detail["metrics_snapshot"]["approval_wait_seconds"] > 0
     ((wait_ms, kind),) = statsd.metrics()[f"{PREFIX}.approvals.wait"]
     assert kind == "ms"
@@ -197,11 +190,7 @@ def test_retry_resumes_a_failed_run_from_its_failing_step(
     assert retried.json()["status"] == "pending"
     detail = orchestrator.wait_terminal(run_id)
     assert detail["status"] == "succeeded", detail
-    analyze_rows = sorted(
-        (s for s in detail["task_states"] if s["plan_step"] == "analyze"),
-        key=lambda s: s["attempt"],
-    )
-    assert [(r["attempt"], r["state"]) for r in analyze_rows] == [(1, "FAILURE"), (2, "SUCCESS")]
+    assert attempts(detail, "analyze") == [(1, "FAILURE"), (2, "SUCCESS")]
     assert detail["metrics_snapshot"]["retries"] == ["retry from analyze: docker is back"]
 
     again = httpx.post(f"{orchestrator.base_url}/orchestrator/runs/{run_id}/retry", timeout=30)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +16,6 @@ from tests.support.statsd import StatsdSink
 
 Starter = Callable[..., Orchestrator]
 PREFIX = "mmtest.orch"
-
-
-@pytest.fixture
-def statsd() -> Iterator[StatsdSink]:
-    sink = StatsdSink()
-    yield sink
-    sink.close()
 
 
 def _statsd_env(sink: StatsdSink) -> dict[str, str]:
