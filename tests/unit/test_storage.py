@@ -45,7 +45,7 @@ class TestWrite:
 
 class TestRejectsEscapes:
     @pytest.mark.parametrize(
-        "relpath", ["../x", "a/../../x", "..", "/etc/passwd", "", ".", "a//b/../../../x"]
+        "relpath", ["../x", "a/../../x", "..", "/etc/passwd", "", ".", "a//b/../../../x", "a/\x00"]
     )
     def test_bad_paths(self, store: ArtifactStore, relpath: str) -> None:
         with pytest.raises(ArtifactPathError):

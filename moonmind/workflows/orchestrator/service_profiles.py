@@ -12,6 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from moonmind.workflows.orchestrator.paths import (
+    UnsafePathError,
+    checked_target,
+    literal_prefix,
+    never_patchable_reason,
+)
+
 DEFAULT_MANIFESTS = (
     "requirements*.txt",
     "pyproject.toml",
@@ -93,20 +100,20 @@ def load_profiles(
             f"(available: {', '.join(sorted(services)) or '(none)'})"
         )
     root = workspace.resolve()
-    forbidden = _forbidden_names(root, compose_file)
+    guard = _PatternGuard(root, _compose_relpaths(root, compose_file))
     profiles = {}
     for name in sorted(services):
-        base = _base_profile(name, services[name] or {}, root, forbidden)
-        profiles[name] = _apply_override(base, overrides.get(name) or {}, forbidden)
+        base = _base_profile(name, services[name] or {}, root, guard)
+        profiles[name] = _apply_override(base, overrides.get(name) or {}, guard)
     return profiles
 
 
 def _base_profile(
-    name: str, service: Mapping[str, Any], root: Path, forbidden: frozenset[str]
+    name: str, service: Mapping[str, Any], root: Path, guard: _PatternGuard
 ) -> ServiceProfile:
     """Profile straight from compose: build location, image, healthcheck, default allow."""
     context, dockerfile, has_build = _build_paths(service.get("build"), root)
-    allow = _default_allow(context, dockerfile, forbidden)
+    allow = _default_allow(context, dockerfile, guard)
     image = service.get("image")
     return ServiceProfile(
         name=name,
@@ -163,7 +170,7 @@ def _relative_to(path: Path | None, root: Path) -> str | None:
 
 
 def _default_allow(
-    context: str | None, dockerfile: str | None, forbidden: frozenset[str]
+    context: str | None, dockerfile: str | None, guard: _PatternGuard
 ) -> tuple[str, ...]:
     """The Dockerfile plus dependency manifests in the build context."""
     if context is None:
@@ -173,7 +180,7 @@ def _default_allow(
     patterns += [(prefix / manifest).as_posix() for manifest in DEFAULT_MANIFESTS]
     seen: dict[str, None] = {}
     for pattern in patterns:
-        if _forbidden_reason(pattern, forbidden) is None:
+        if guard.refusal(pattern) is None:
             seen.setdefault(pattern, None)
     return tuple(seen)
 
@@ -200,34 +207,46 @@ def _dockerfile_healthcheck(root: Path, dockerfile: str | None) -> bool:
     return bool(_HEALTHCHECK_LINE.search(text))
 
 
-def _forbidden_names(root: Path, compose_file: Path | None) -> frozenset[str]:
-    """Workspace-relative compose file path(s) that may never be patched."""
-    names = {"docker-compose.yml", "docker-compose.yaml", "compose.yml", "compose.yaml"}
-    if compose_file is not None:
-        rel = _relative_to(
-            compose_file if compose_file.is_absolute() else root / compose_file, root
-        )
-        if rel is not None:
-            names.add(rel)
-    return frozenset(names)
+def _compose_relpaths(root: Path, compose_file: Path | None) -> tuple[str, ...]:
+    """Workspace-relative path of a compose file with an unusual name (never patchable).
+
+    The usual names (docker-compose*.y*ml, compose*.y*ml) are refused by the path rules.
+    """
+    if compose_file is None:
+        return ()
+    rel = _relative_to(compose_file if compose_file.is_absolute() else root / compose_file, root)
+    return (rel,) if rel else ()
 
 
-def _forbidden_reason(pattern: str, forbidden: frozenset[str]) -> str | None:
-    """Why an allow pattern targets something that must never be edited, or None."""
-    if pattern.startswith("/") or ".." in PurePosixPath(pattern).parts:
-        return "must be a relative path inside the workspace"
-    parts = PurePosixPath(pattern).parts
-    if any(part == ".git" for part in parts):
-        return "targets .git/"
-    if any(part.startswith(".env") for part in parts):
-        return "targets a .env file"
-    if pattern in forbidden:
-        return "targets the compose file"
-    return None
+@dataclass(frozen=True)
+class _PatternGuard:
+    """Refuses allow patterns that name never-patchable files or escape the workspace."""
+
+    root: Path
+    compose_files: tuple[str, ...]
+
+    def refusal(self, pattern: str) -> str | None:
+        """Why an allow pattern targets something that must never be edited, or None.
+
+        The pattern itself must be a safe, patchable relative path, and its leading
+        directories (up to the first wildcard) must not leave the workspace through a
+        symlink or land in .git.
+        """
+        reason = never_patchable_reason(pattern, self.compose_files)
+        if reason is not None:
+            return reason
+        prefix = literal_prefix(pattern)
+        if not prefix:
+            return None
+        try:
+            checked_target(self.root, prefix, self.compose_files)
+        except UnsafePathError as exc:
+            return exc.reason
+        return None
 
 
 def _apply_override(
-    base: ServiceProfile, override: Mapping[str, Any], forbidden: frozenset[str]
+    base: ServiceProfile, override: Mapping[str, Any], guard: _PatternGuard
 ) -> ServiceProfile:
     """Merge one ``[orchestrator.services.<name>]`` table after validating it."""
     where = f"[orchestrator.services.{base.name}]"
@@ -243,7 +262,7 @@ def _apply_override(
         health_expected_status=_status(override, base.health_expected_status, where),
         health_timeout_seconds=_timeout(override, base.health_timeout_seconds, where),
         has_healthcheck=base.has_healthcheck,
-        allow=_allow(override, base.allow, forbidden, where),
+        allow=_allow(override, base.allow, guard, where),
         protected=_bool(override, "protected", base.protected, where),
         has_build=base.has_build,
         **_approval(override, base, where),
@@ -305,7 +324,7 @@ def _bool(override: Mapping[str, Any], key: str, default: bool, where: str) -> b
 def _allow(
     override: Mapping[str, Any],
     default: tuple[str, ...],
-    forbidden: frozenset[str],
+    guard: _PatternGuard,
     where: str,
 ) -> tuple[str, ...]:
     """Validated allow globs; explicit patterns for forbidden files are rejected loudly."""
@@ -315,7 +334,7 @@ def _allow(
     if not isinstance(value, list | tuple) or not all(isinstance(p, str) and p for p in value):
         raise ValueError(f"{where}: allow must be a list of non-empty glob strings")
     for pattern in value:
-        reason = _forbidden_reason(pattern, forbidden)
+        reason = guard.refusal(pattern)
         if reason is not None:
-            raise ValueError(f"{where}: allow pattern {pattern!r} {reason}")
+            raise ValueError(f"{where}: allow pattern {pattern!r} is refused: {reason}")
     return tuple(dict.fromkeys(value))

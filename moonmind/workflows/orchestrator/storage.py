@@ -7,9 +7,11 @@ import os
 import tempfile
 import uuid
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from types import TracebackType
 from typing import IO
+
+from moonmind.workflows.orchestrator.paths import UnsafePathError, is_inside, normalize_relpath
 
 
 class ArtifactPathError(ValueError):
@@ -44,15 +46,14 @@ class ArtifactStore:
 
     def resolve(self, run_id: uuid.UUID | str, relpath: str) -> Path:
         """Map a relative artifact path to a file inside the run folder, or refuse it."""
-        pure = PurePosixPath(relpath.replace("\\", "/"))
-        if not relpath or pure.is_absolute() or Path(relpath).is_absolute():
-            raise ArtifactPathError(f"artifact path must be relative: {relpath!r}")
-        if any(part in ("..", "") for part in pure.parts) or str(pure) == ".":
-            raise ArtifactPathError(f"artifact path must stay inside the run folder: {relpath!r}")
-        base = self.run_dir(run_id)
-        target = (base / pure).resolve()
+        try:
+            rel = normalize_relpath(relpath.replace("\\", "/"))
+        except UnsafePathError as exc:
+            raise ArtifactPathError(f"artifact path refused: {exc}") from None
+        base = self.run_dir(run_id).resolve()
+        target = (base / rel).resolve()
         # resolve() follows symlinks already on disk, so a link pointing out is caught here.
-        if not target.is_relative_to(base.resolve()) or target == base.resolve():
+        if not is_inside(target, base) or target == base:
             raise ArtifactPathError(f"artifact path escapes the run folder: {relpath!r}")
         return target
 

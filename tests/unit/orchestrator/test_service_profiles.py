@@ -133,7 +133,17 @@ def test_override_types_are_checked(tmp_path: Path, key: str, value: object) -> 
 
 
 @pytest.mark.parametrize(
-    "pattern", [".env", "web/.env.local", ".git/config", "docker-compose.yml", "../x", "/etc/x"]
+    "pattern",
+    [
+        ".env",
+        "web/.env.local",
+        ".git/config",
+        ".GIT/config",
+        "docker-compose.yml",
+        "web/Compose.YAML",
+        "../x",
+        "/etc/x",
+    ],
 )
 def test_forbidden_allow_patterns_rejected(tmp_path: Path, pattern: str) -> None:
     with pytest.raises(ValueError, match="allow pattern"):

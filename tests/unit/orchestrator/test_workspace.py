@@ -17,10 +17,9 @@ from moonmind.workflows.orchestrator.adapters.workspace import (
     apply_patch,
     changes,
     check_patch,
-    deny_reason,
-    is_allowed,
     patch_paths,
     preimages,
+    remove_file,
     restore,
     unified_diff,
     validate_changes,
@@ -79,58 +78,6 @@ def tree_hashes(root: Path) -> dict[str, str]:
                 digest = hashlib.sha256(full.read_bytes()).hexdigest()
                 result[rel] = f"{oct(st.st_mode)}:{digest}"
     return result
-
-
-# ----------------------------------------------------------------------------- allow-list
-
-
-@pytest.mark.parametrize(
-    "path",
-    [
-        "services/api/requirements.txt",
-        "services/api/requirements-dev.txt",
-        "./services/api/requirements.txt",
-        "app/Dockerfile",
-        "services/api/main.py",
-        "services/api/app/deep/mod.py",
-        "docs/a/b/c.md",
-    ],
-)
-def test_allowed_paths(path: str) -> None:
-    assert is_allowed(path, PATTERNS)
-
-
-@pytest.mark.parametrize(
-    ("path", "reason_part"),
-    [
-        (".git/config", ".git"),
-        ("services/.git/hooks/pre-commit", ".git"),
-        ("docker-compose.yml", "compose"),
-        ("docs/docker-compose.override.yaml", "compose"),
-        ("docs/compose.prod.yml", "compose"),
-        (".env", ".env"),
-        ("docs/.env.local", ".env"),
-        ("../outside/requirements.txt", "escapes"),
-        ("services/api/../../../etc/passwd", "escapes"),
-        ("/etc/passwd", "absolute"),
-        ("", "empty"),
-        ("services/api/other.txt", "not allow-listed"),
-        ("app/Dockerfile.bak", "not allow-listed"),
-    ],
-)
-def test_denied_paths(path: str, reason_part: str) -> None:
-    reason = deny_reason(path, [*PATTERNS, "**"])
-    if reason_part == "not allow-listed":
-        reason = deny_reason(path, PATTERNS)
-    assert reason is not None
-    assert reason_part in reason
-    assert not is_allowed(path, PATTERNS)
-
-
-def test_double_star_matches_zero_directories() -> None:
-    assert is_allowed("services/x.py", ["services/**/*.py"])
-    assert not is_allowed("other/x.py", ["services/**/*.py"])
-    assert not is_allowed("services/api/requirements.txt", ["services/*/*.py"])
 
 
 # ----------------------------------------------------------------------------- snapshots
@@ -324,6 +271,48 @@ def test_write_file_refuses_escapes_and_symlinks(repo: Path, tmp_path: Path) -> 
         write_file(repo, ".git/hooks/pre-commit", b"#!/bin/sh\n")
     assert not (repo / ".git/hooks/pre-commit").exists()
     assert (repo / "notes.txt").read_text() == "no trailing newline"
+
+
+def test_restore_puts_back_a_protected_file_the_agent_changed(repo: Path) -> None:
+    expected = tree_hashes(repo)
+    before = Snapshot.take(repo)
+    (repo / "docker-compose.yml").write_text("services: {}\n")
+    (repo / ".env").write_text("SECRET=1\n")
+    restore(repo, before, changes(before, Snapshot.take(repo)))
+    assert tree_hashes(repo) == expected
+
+
+def test_write_file_refuses_never_patchable_names(repo: Path) -> None:
+    for rel in (".env", "docs/.ENV.local", "Docker-Compose.yml", ".GIT/config"):
+        with pytest.raises(WorkspaceError, match="refusing"):
+            write_file(repo, rel, b"x")
+    assert not (repo / ".env").exists()
+
+
+# ----------------------------------------------------------------------------- remove_file
+
+
+def test_remove_file_removes_files_and_links_without_following(repo: Path) -> None:
+    os.symlink("notes.txt", repo / "link.txt")
+    remove_file(repo, "link.txt")
+    assert not os.path.lexists(repo / "link.txt")
+    assert (repo / "notes.txt").read_text() == "no trailing newline"
+    remove_file(repo, "./services/api/requirements.txt")
+    assert not (repo / "services/api/requirements.txt").exists()
+    remove_file(repo, "services/api/requirements.txt")  # already gone: no-op
+
+
+def test_remove_file_refuses_directories_escapes_and_protected(repo: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    os.symlink(victim, repo / "evil.txt")
+    os.symlink(tmp_path, repo / "docs")
+    for rel in ("services/api", "evil.txt", "docs/victim.txt", "docker-compose.yml", "../x"):
+        with pytest.raises(WorkspaceError):
+            remove_file(repo, rel)
+    assert victim.read_text() == "keep me"
+    assert (repo / "docker-compose.yml").exists()
+    assert (repo / "services/api/Dockerfile").exists()
 
 
 # ----------------------------------------------------------------------------- patches

@@ -1,0 +1,39 @@
+"""The built-in rules: edits for the first signature with an obvious, low-risk fix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from moonmind.workflows.orchestrator.diagnosis.node_deps import node_edit
+from moonmind.workflows.orchestrator.diagnosis.os_packages import os_package_edit
+from moonmind.workflows.orchestrator.diagnosis.python_deps import python_edit
+from moonmind.workflows.orchestrator.diagnosis.signatures import Signature, SignatureKind
+from moonmind.workflows.orchestrator.diagnosis.target import FileEdit, Target
+from moonmind.workflows.orchestrator.paths import join_relpath
+
+Rule = Callable[[Signature, Target], list[FileEdit]]
+
+RULES: dict[str, Rule] = {
+    SignatureKind.PYTHON_MISSING_MODULE: python_edit,
+    SignatureKind.NODE_MISSING_MODULE: node_edit,
+    SignatureKind.COMMAND_NOT_FOUND: os_package_edit,
+    SignatureKind.MISSING_SHARED_LIBRARY: os_package_edit,
+}
+
+
+def derive_rule_edits(
+    signatures: Sequence[Signature], *, workspace: Path, build_context: str, dockerfile: str
+) -> list[FileEdit]:
+    """Edits for the first signature a built-in rule can fix; [] when none applies."""
+    context = join_relpath(build_context or ".")
+    docker = join_relpath(dockerfile)
+    if context is None or docker is None:
+        return []
+    target = Target(Path(workspace), context, docker)
+    for sig in signatures:
+        rule = RULES.get(sig.kind)
+        edits = rule(sig, target) if rule else []
+        if edits:
+            return edits
+    return []
