@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from moonmind.config import Settings, SettingsError, load_settings
+from moonmind.follow import follow_run
 
 
 def _settings() -> Settings:
@@ -105,27 +105,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     return max(child.returncode or 0 for child in children)
 
 
-def _follow(client: httpx.Client, api: str, run_id: str, show_logs: bool) -> str:
-    """Print the run's events as they arrive; the final status."""
-    kind, status = "", "unknown"
-    with client.stream("GET", f"{api}/orchestrator/runs/{run_id}/events", timeout=None) as events:
-        for line in events.iter_lines():
-            if line.startswith("event: "):
-                kind = line.removeprefix("event: ")
-            elif line.startswith("data: "):
-                data = json.loads(line.removeprefix("data: "))
-                if kind == "step":
-                    note = f" — {data['message']}" if data.get("message") else ""
-                    print(f"{data['name']:<8} {data['status']}{note}", flush=True)
-                elif kind == "log" and show_logs:
-                    print(f"  {data['step']}| {data['line']}", flush=True)
-                elif kind == "status":
-                    status = str(data["status"])
-                    note = f" ({data['message']})" if data.get("message") else ""
-                    print(f"run {status}{note}", flush=True)
-    return status
-
-
 def cmd_submit(args: argparse.Namespace) -> int:
     """Submit a run to a running API, and optionally follow it to the end."""
     body: dict[str, object] = {
@@ -158,7 +137,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"run {run_id} queued ({api}/orchestrator/runs/{run_id})", flush=True)
         if not args.follow:
             return 0
-        status = _follow(client, api, run_id, args.logs)
+        status = follow_run(client, api, run_id, show_logs=args.logs)
     return 0 if status == "succeeded" else 1
 
 

@@ -8,8 +8,10 @@ repository so the orchestrator can patch it without touching examples/.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -21,10 +23,13 @@ from pathlib import Path
 
 import httpx
 
+from moonmind.config import SettingsError, load_settings
+from moonmind.follow import TERMINAL, FollowTimeout, follow_run
+from moonmind.workflows.orchestrator.adapters.compose import ComposeError, detect_compose_command
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_STACK = REPO_ROOT / "examples" / "demo-stack"
 WHEELHOUSE = REPO_ROOT / "var" / "wheelhouse"
-TERMINAL = ("succeeded", "failed", "rolled_back")
 
 
 @dataclass(frozen=True)
@@ -52,9 +57,18 @@ def port_is_free(port: int) -> bool:
 
 
 def compose_cmd() -> list[str]:
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    return ["docker", "compose"]
+    """The compose CLI the orchestrator picks too: ORCHESTRATOR_COMPOSE_COMMAND, then the
+    v2 plugin, then v1 ``docker-compose`` (ComposeError when there is none)."""
+    return list(_detected_compose_cmd())
+
+
+@functools.cache
+def _detected_compose_cmd() -> tuple[str, ...]:
+    try:
+        configured = load_settings().compose_command
+    except SettingsError as exc:
+        raise SystemExit(f"demo: bad setting: {exc}") from None
+    return tuple(detect_compose_command(configured or None))
 
 
 def compose(stack: Stack, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -167,27 +181,27 @@ def _wait_api(base: str, process: subprocess.Popen[bytes]) -> None:
 
 
 def _follow(base: str, run_id: str, timeout: float) -> dict[str, object]:
-    """Poll the run and print each step transition as it happens."""
-    seen: dict[str, str] = {}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        detail = httpx.get(f"{base}/orchestrator/runs/{run_id}", timeout=10).json()
-        for step in detail["steps"]:
-            if seen.get(step["name"]) != step["status"] and step["status"] != "pending":
-                seen[step["name"]] = step["status"]
-                note = f" — {step['message']}" if step.get("message") else ""
-                _say(f"  {step['name']:<8} {step['status']}{note}")
-        if detail["status"] in TERMINAL:
-            return dict(detail)
-        time.sleep(0.5)
-    raise SystemExit(f"demo: run {run_id} did not finish within {timeout:.0f}s")
+    """Print each step transition as it happens; the run's detail once it has ended."""
+    with httpx.Client(timeout=10) as client:
+        try:
+            follow_run(
+                client,
+                base,
+                run_id,
+                out=lambda line: _say(f"  {line}"),
+                show_status=False,
+                timeout=timeout,
+            )
+        except FollowTimeout:
+            raise SystemExit(f"demo: run {run_id} did not finish within {timeout:.0f}s") from None
+        detail = dict(client.get(f"{base}/orchestrator/runs/{run_id}").json())
+    if detail["status"] not in TERMINAL:
+        raise SystemExit(f"demo: lost the run's events while it was {detail['status']}")
+    return detail
 
 
-def run_demo(home: Path, *, api_port: int, app_port: int, sibling_port: int, project: str) -> int:
-    home = home.resolve()
-    stack = _prepare(home, project, app_port, sibling_port)
-    _say(f"demo stack in {stack.root} (project {project})")
-    _say(f"app crashed as planned: {_break(stack)}")
+def _orchestrator_env(home: Path, stack: Stack, compose_command: list[str]) -> dict[str, str]:
+    """The embedded default, pointed at the demo stack and the compose CLI the demo uses."""
     config = home / "var" / "demo" / "config.toml"
     config.write_text(
         "[orchestrator.services.app]\n"
@@ -202,9 +216,34 @@ def run_demo(home: Path, *, api_port: int, app_port: int, sibling_port: int, pro
     env.update(
         MOONMIND_CONFIG=str(config),
         ORCHESTRATOR_WORKSPACE=str(stack.root),
-        ORCHESTRATOR_COMPOSE_PROJECT=project,
+        ORCHESTRATOR_COMPOSE_PROJECT=stack.project,
+        ORCHESTRATOR_COMPOSE_COMMAND=shlex.join(compose_command),
         PYTHONUNBUFFERED="1",
     )
+    return env
+
+
+def _submit(base: str) -> str:
+    response = httpx.post(
+        f"{base}/orchestrator/runs",
+        json={"instruction": "fix the missing dependency", "target_service": "app"},
+        timeout=60,
+    )
+    if response.status_code != 202:
+        raise SystemExit(f"demo: run was refused: {response.status_code} {response.text}")
+    return str(response.json()["run_id"])
+
+
+def run_demo(home: Path, *, api_port: int, app_port: int, sibling_port: int, project: str) -> int:
+    home = home.resolve()
+    try:
+        command = compose_cmd()
+    except ComposeError as exc:
+        raise SystemExit(f"demo: {exc}") from None
+    stack = _prepare(home, project, app_port, sibling_port)
+    _say(f"demo stack in {stack.root} (project {project})")
+    _say(f"app crashed as planned: {_break(stack)}")
+    env = _orchestrator_env(home, stack, command)
     log_path = home / "var" / "demo" / "orchestrator.log"
     base = f"http://127.0.0.1:{api_port}"
     with log_path.open("wb") as log:
@@ -219,14 +258,7 @@ def run_demo(home: Path, *, api_port: int, app_port: int, sibling_port: int, pro
         try:
             _wait_api(base, process)
             _say(f"orchestrator up on {base} (SQLite + local transport under {home / 'var'})")
-            response = httpx.post(
-                f"{base}/orchestrator/runs",
-                json={"instruction": "fix the missing dependency", "target_service": "app"},
-                timeout=60,
-            )
-            if response.status_code != 202:
-                raise SystemExit(f"demo: run was refused: {response.status_code} {response.text}")
-            run_id = response.json()["run_id"]
+            run_id = _submit(base)
             _say(f"run {run_id} queued; following it:")
             detail = _follow(base, run_id, timeout=600)
             return _report(home, stack, detail)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -10,25 +11,17 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from moonmind.schemas.workflow_models import ErrorResponse
+from moonmind.workflows.orchestrator.errors import OrchestratorError
 
 log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
-    def __init__(
-        self,
-        status_code: int,
-        error: str,
-        detail: str | None = None,
-        remediation: str | None = None,
-    ) -> None:
-        super().__init__(error)
-        self.status_code = status_code
-        self.body = ErrorResponse(error=error, detail=detail, remediation=remediation)
-
-
-def _response(status_code: int, body: ErrorResponse) -> JSONResponse:
-    return JSONResponse(status_code=status_code, content=body.model_dump(exclude_none=True))
+def _response(
+    status_code: int, body: ErrorResponse, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        status_code=status_code, content=body.model_dump(exclude_none=True), headers=headers
+    )
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -40,9 +33,10 @@ def _describe_validation(exc: RequestValidationError) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return _response(exc.status_code, exc.body)
+    @app.exception_handler(OrchestratorError)
+    async def _domain(_: Request, exc: OrchestratorError) -> JSONResponse:
+        body = ErrorResponse(error=exc.code, detail=exc.detail, remediation=exc.remediation)
+        return _response(exc.status_code, body)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -57,8 +51,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Keep the exception's headers: a 405 must say what is Allowed (RFC 9110 15.5.6).
         error = "not_found" if exc.status_code == 404 else "http_error"
-        return _response(exc.status_code, ErrorResponse(error=error, detail=str(exc.detail)))
+        body = ErrorResponse(error=error, detail=str(exc.detail))
+        return _response(exc.status_code, body, exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

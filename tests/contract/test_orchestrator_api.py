@@ -484,6 +484,27 @@ class TestListArtifacts:
         assert response.status_code == 404
         assert response.json()["error"] == "run_not_found"
 
+    async def test_every_artifact_type_is_in_the_contract(
+        self, client: httpx.AsyncClient, db: Database, store: ArtifactStore
+    ) -> None:
+        with db.session() as session:
+            run = create_run(session, service=f"svc-{uuid.uuid4().hex[:8]}")
+            for artifact_type in ArtifactType:
+                add_artifact(
+                    session,
+                    store,
+                    run,
+                    relpath=f"{artifact_type.value}.txt",
+                    data=artifact_type.value.encode(),
+                    type=artifact_type,
+                    kind=artifact_type.value,
+                )
+            run_id = run.id
+        response = await client.get(f"/orchestrator/runs/{run_id}/artifacts")
+        assert response.status_code == 200
+        assert_conforms(response.json(), "/orchestrator/runs/{run_id}/artifacts", "get", 200)
+        assert {a["type"] for a in response.json()["artifacts"]} == set(ArtifactType)
+
 
 # -- GET /orchestrator/runs/{run_id}/artifacts/{artifact_id} ------------------------------
 
@@ -695,3 +716,42 @@ class TestRetry:
             f"/orchestrator/runs/{run_id}/retry", json={"resume_from_step": "deploy"}
         )
         assert response.status_code == 400
+
+    async def test_conflict_says_retry_rejected(
+        self, client: httpx.AsyncClient, seeded: Seeded
+    ) -> None:
+        response = await client.post(f"/orchestrator/runs/{seeded.finished_run}/retry")
+        assert response.status_code == 409
+        assert response.json()["error"] == "retry_rejected"
+        assert "failed or rolled_back" in response.json()["remediation"]
+
+
+class TestApprovalCodes:
+    async def test_conflict_says_approval_rejected(
+        self, client: httpx.AsyncClient, seeded: Seeded
+    ) -> None:
+        response = await client.post(
+            f"/orchestrator/runs/{seeded.pending_run}/approvals", json=APPROVAL
+        )
+        assert response.status_code == 409
+        assert response.json()["error"] == "approval_rejected"
+        assert "approval_requirement" in response.json()["remediation"]
+
+
+# -- errors outside the domain ------------------------------------------------------------
+
+
+class TestHttpErrors:
+    async def test_method_not_allowed_names_the_allowed_methods(
+        self, client: httpx.AsyncClient, seeded: Seeded
+    ) -> None:
+        """RFC 9110 15.5.6: a 405 response must carry Allow."""
+        response = await client.delete(f"/orchestrator/runs/{seeded.finished_run}")
+        assert response.status_code == 405
+        assert response.json()["error"] == "http_error"
+        assert "GET" in response.headers["allow"]
+
+    async def test_unknown_path_is_not_found(self, client: httpx.AsyncClient) -> None:
+        response = await client.get("/orchestrator/nothing-here")
+        assert response.status_code == 404
+        assert response.json()["error"] == "not_found"

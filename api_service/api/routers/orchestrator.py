@@ -10,9 +10,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
+from sqlalchemy.orm import Session
 
 from api_service.api.deps import DatabaseDep, SessionDep, SettingsDep
-from api_service.api.errors import ApiError
+from api_service.db.models import RunArtifact
 from moonmind.schemas.workflow_models import (
     ApprovalRequest,
     ArtifactList,
@@ -25,16 +26,9 @@ from moonmind.schemas.workflow_models import (
 )
 from moonmind.workflows.orchestrator import repositories, serializers
 from moonmind.workflows.orchestrator.enums import RunStatus
+from moonmind.workflows.orchestrator.errors import ArtifactMissing, ArtifactNotFound, RunNotFound
 from moonmind.workflows.orchestrator.events import RunFollower
-from moonmind.workflows.orchestrator.service import (
-    ComposeUnavailable,
-    RunConflict,
-    RunNotFound,
-    approve_run,
-    retry_run,
-    submit_run,
-)
-from moonmind.workflows.orchestrator.service_profiles import UnknownService
+from moonmind.workflows.orchestrator.service import approve_run, retry_run, submit_run
 from moonmind.workflows.orchestrator.storage import ArtifactPathError, ArtifactStore
 
 router = APIRouter(prefix="/orchestrator", tags=["orchestrator-runs"])
@@ -45,36 +39,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _not_found(run_id: uuid.UUID) -> ApiError:
-    return ApiError(
-        404,
-        "run_not_found",
-        detail=f"no run {run_id}",
-        remediation="List runs with GET /orchestrator/runs to find a valid run_id.",
-    )
-
-
 @router.post("/runs", status_code=202, response_model=RunSummary, responses=_ERRORS)
 def create_run(body: RunCreate, settings: SettingsDep, db: DatabaseDep) -> RunSummary:
     """Validate, store the run with its plan, then queue its first step."""
-    try:
-        run = submit_run(settings, db, body)
-    except UnknownService as exc:
-        raise ApiError(
-            400,
-            "unknown_service",
-            detail=f"service {exc.name!r} is not defined in {settings.compose_path}",
-            remediation=f"Use one of: {', '.join(exc.available) or '(no services defined)'}",
-        ) from None
-    except ComposeUnavailable as exc:
-        raise ApiError(
-            503,
-            "compose_unavailable",
-            detail=str(exc),
-            remediation="Check ORCHESTRATOR_WORKSPACE / ORCHESTRATOR_COMPOSE_FILE and that "
-            "`docker compose` or `docker-compose` is installed.",
-        ) from None
-    return serializers.run_summary(run)
+    return serializers.run_summary(submit_run(settings, db, body))
 
 
 @router.get("/runs", response_model=RunList, responses=_ERRORS)
@@ -85,17 +53,9 @@ def list_runs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> RunList:
-    try:
-        page = repositories.list_runs(
-            session, status=status, service=service, limit=limit, cursor=cursor
-        )
-    except repositories.InvalidCursor as exc:
-        raise ApiError(
-            400,
-            "invalid_cursor",
-            detail=str(exc),
-            remediation="Use the next_cursor value of a previous response, or omit cursor.",
-        ) from None
+    page = repositories.list_runs(
+        session, status=status, service=service, limit=limit, cursor=cursor
+    )
     return RunList(
         runs=[serializers.run_summary(run) for run in page.runs], next_cursor=page.next_cursor
     )
@@ -105,7 +65,7 @@ def list_runs(
 def get_run(run_id: uuid.UUID, session: SessionDep) -> RunDetail:
     run = repositories.get_run(session, run_id)
     if run is None:
-        raise _not_found(run_id)
+        raise RunNotFound(run_id)
     return serializers.run_detail(
         run,
         repositories.list_artifacts(session, run_id),
@@ -116,7 +76,7 @@ def get_run(run_id: uuid.UUID, session: SessionDep) -> RunDetail:
 @router.get("/runs/{run_id}/artifacts", response_model=ArtifactList, responses=_ERRORS)
 def list_artifacts(run_id: uuid.UUID, session: SessionDep) -> ArtifactList:
     if repositories.get_run(session, run_id) is None:
-        raise _not_found(run_id)
+        raise RunNotFound(run_id)
     return ArtifactList(
         artifacts=[
             serializers.artifact_model(a) for a in repositories.list_artifacts(session, run_id)
@@ -124,30 +84,30 @@ def list_artifacts(run_id: uuid.UUID, session: SessionDep) -> ArtifactList:
     )
 
 
+def _artifact_row(session: Session, run_id: uuid.UUID, artifact_id: str) -> RunArtifact:
+    """The run's artifact row; an id that is not a UUID names no artifact either (404)."""
+    try:
+        artifact_uuid = uuid.UUID(artifact_id)
+    except ValueError:
+        artifact_uuid = None
+    artifact = repositories.get_artifact(session, run_id, artifact_uuid) if artifact_uuid else None
+    if artifact is None:
+        raise ArtifactNotFound(f"run {run_id} has no artifact {artifact_id}")
+    return artifact
+
+
 @router.get("/runs/{run_id}/artifacts/{artifact_id}", responses=_ERRORS)
 def download_artifact(
     run_id: uuid.UUID, artifact_id: str, session: SessionDep, settings: SettingsDep
 ) -> FileResponse:
     """The file is located through its row, never through a client-supplied path."""
-    try:
-        artifact = repositories.get_artifact(session, run_id, uuid.UUID(artifact_id))
-    except ValueError:
-        artifact = None
-    if artifact is None:
-        raise ApiError(
-            404, "artifact_not_found", detail=f"run {run_id} has no artifact {artifact_id}"
-        )
+    artifact = _artifact_row(session, run_id, artifact_id)
     try:
         path = ArtifactStore(settings.artifact_root_path).resolve(run_id, artifact.path)
     except ArtifactPathError:
-        raise ApiError(404, "artifact_not_found", detail="artifact path is not valid") from None
+        raise ArtifactNotFound("artifact path is not valid") from None
     if not path.is_file():
-        raise ApiError(
-            404,
-            "artifact_missing",
-            detail=f"{artifact.path} is recorded but not on disk",
-            remediation="The artifact store may have been cleaned; re-run to regenerate it.",
-        )
+        raise ArtifactMissing(f"{artifact.path} is recorded but not on disk")
     return FileResponse(
         path,
         media_type=artifact.content_type,
@@ -170,7 +130,7 @@ def run_events(
 ) -> StreamingResponse:
     """Step transitions and log lines as they happen, ending with the run's final status."""
     if repositories.get_run(session, run_id) is None:
-        raise _not_found(run_id)
+        raise RunNotFound(run_id)
     follower = RunFollower(db, ArtifactStore(settings.artifact_root_path), run_id)
 
     async def stream() -> AsyncIterator[str]:
@@ -208,18 +168,7 @@ def approve(
     run_id: uuid.UUID, body: ApprovalRequest, settings: SettingsDep, db: DatabaseDep
 ) -> RunSummary:
     """Approve a protected service's run; one waiting at its gate resumes from there."""
-    try:
-        run = approve_run(settings, db, run_id, body)
-    except RunNotFound:
-        raise _not_found(run_id) from None
-    except RunConflict as exc:
-        raise ApiError(
-            409,
-            "approval_rejected",
-            detail=str(exc),
-            remediation="GET the run to see its status, approval_requirement and message.",
-        ) from None
-    return serializers.run_summary(run)
+    return serializers.run_summary(approve_run(settings, db, run_id, body))
 
 
 @router.post(
@@ -229,15 +178,4 @@ def retry(
     run_id: uuid.UUID, settings: SettingsDep, db: DatabaseDep, body: RetryRequest | None = None
 ) -> RunSummary:
     """Replay a failed or rolled-back run from its failing step (or an earlier one)."""
-    try:
-        run = retry_run(settings, db, run_id, body or RetryRequest())
-    except RunNotFound:
-        raise _not_found(run_id) from None
-    except RunConflict as exc:
-        raise ApiError(
-            409,
-            "retry_rejected",
-            detail=str(exc),
-            remediation="Only failed or rolled_back runs can be retried; see the run's steps.",
-        ) from None
-    return serializers.run_summary(run)
+    return serializers.run_summary(retry_run(settings, db, run_id, body or RetryRequest()))

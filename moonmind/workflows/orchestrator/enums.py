@@ -42,18 +42,22 @@ class TaskStateName(StrEnum):
 
     PENDING = "PENDING"
     STARTED = "STARTED"
-    RETRY = "RETRY"
     SUCCESS = "SUCCESS"
     FAILURE = "FAILURE"
 
 
 class ArtifactType(StrEnum):
-    """The contract's artifact types; ``kind`` on the row says exactly what the file is."""
+    """What an artifact file is (the contract's enum); ``kind`` on the row refines it."""
 
-    PATCH_DIFF = "patch_diff"
-    BUILD_LOG = "build_log"
-    VERIFY_LOG = "verify_log"
-    ROLLBACK_LOG = "rollback_log"
+    ANALYSIS = "analysis"  # analysis.json
+    ANALYZE_LOG = "analyze_log"  # analyze.log
+    AGENT_LOG = "agent_log"  # agent.log
+    PRE_IMAGE = "pre_image"  # pre-images/<path> and pre-images/manifest.json
+    PATCH_DIFF = "patch_diff"  # patch.diff
+    BUILD_LOG = "build_log"  # build.log
+    RESTART_LOG = "restart_log"  # restart.log
+    VERIFY_LOG = "verify_log"  # verify.log
+    ROLLBACK_LOG = "rollback_log"  # rollback.log
     METRICS = "metrics"
     PLAN_SNAPSHOT = "plan_snapshot"
 
@@ -61,7 +65,6 @@ class ArtifactType(StrEnum):
 class PlanAuthor(StrEnum):
     OPERATOR = "operator"
     SYSTEM = "system"
-    LLM = "llm"
 
 
 class ApprovalRequirement(StrEnum):

@@ -12,7 +12,6 @@ log = logging.getLogger(__name__)
 class _Client(Protocol):
     def incr(self, stat: str, count: int = 1, rate: float = 1) -> None: ...
     def timing(self, stat: str, delta: float, rate: float = 1) -> None: ...
-    def gauge(self, stat: str, value: float, rate: float = 1, delta: bool = False) -> None: ...
 
 
 class Metrics:
@@ -28,18 +27,11 @@ class Metrics:
         except Exception as exc:  # DNS failure, bad port: keep running without metrics
             log.warning("statsd disabled: cannot reach %s:%s (%s)", host, port, exc)
 
-    @property
-    def enabled(self) -> bool:
-        return self._client is not None
-
     def incr(self, name: str, count: int = 1) -> None:
         self._send("incr", name, count)
 
     def timing_ms(self, name: str, milliseconds: float) -> None:
         self._send("timing", name, milliseconds)
-
-    def gauge(self, name: str, value: float) -> None:
-        self._send("gauge", name, value)
 
     def _send(self, method: str, name: str, value: float) -> None:
         if self._client is None:

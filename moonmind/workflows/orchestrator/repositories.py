@@ -31,11 +31,8 @@ from moonmind.workflows.orchestrator.enums import (
     StepStatus,
     TaskStateName,
 )
+from moonmind.workflows.orchestrator.errors import InvalidCursor
 from moonmind.workflows.orchestrator.storage import StoredArtifact
-
-
-class InvalidCursor(ValueError):
-    """A pagination cursor this server did not hand out."""
 
 
 def as_utc(value: datetime | None) -> datetime | None:

@@ -36,16 +36,13 @@ from moonmind.workflows.orchestrator.enums import (
     StepStatus,
     TaskStateName,
 )
+from moonmind.workflows.orchestrator.errors import ComposeUnavailable, RunConflict, RunNotFound
 from moonmind.workflows.orchestrator.metrics import metrics_from_settings
 from moonmind.workflows.orchestrator.service_profiles import (
     ServiceProfile,
     get_profile,
     load_profiles,
 )
-
-
-class ComposeUnavailable(Exception):
-    """The workspace's compose file cannot be read by the compose CLI."""
 
 
 @dataclass(frozen=True)
@@ -150,14 +147,6 @@ def submit_run(settings: Settings, db: Database, request: RunCreate) -> Orchestr
 def _token_evidence(token: str | None) -> str | None:
     """Keep proof that a token was given, never the token."""
     return f"sha256:{hashlib.sha256(token.encode()).hexdigest()}" if token else None
-
-
-class RunNotFound(Exception):
-    pass
-
-
-class RunConflict(Exception):
-    """The run is not in a state that allows this; the message says which would."""
 
 
 def _step_state(run: OrchestratorRun, step: StepName) -> dict[str, Any]:

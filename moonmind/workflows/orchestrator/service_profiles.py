@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from moonmind.workflows.orchestrator.errors import UnknownService
 from moonmind.workflows.orchestrator.paths import (
     UnsafePathError,
     checked_target,
@@ -64,16 +65,6 @@ class ServiceProfile:
     approval_requirement: str = "pre-run"
     approver_roles: tuple[str, ...] = ("operator",)
     approval_valid_minutes: int = 60
-
-
-class UnknownService(Exception):
-    """The operator named a service the compose file does not define."""
-
-    def __init__(self, name: str, available: list[str]) -> None:
-        self.name = name
-        self.available = available
-        listing = ", ".join(available) if available else "(none)"
-        super().__init__(f"unknown service {name!r}; available services: {listing}")
 
 
 def get_profile(profiles: Mapping[str, ServiceProfile], name: str) -> ServiceProfile:

@@ -6,7 +6,6 @@ own process group so a timeout can stop everything it spawned, not only the dire
 
 from __future__ import annotations
 
-import os
 import shlex
 import signal
 import subprocess
@@ -15,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from moonmind.workflows.orchestrator.adapters.process import child_preexec
+from moonmind.workflows.orchestrator.adapters.process import child_preexec, kill_group
 
 PLACEHOLDERS = ("{instruction}", "{analysis}", "{workspace}")
 KILL_GRACE_S = 2.0
@@ -66,23 +65,15 @@ def _fill(arg: str, values: Mapping[str, str]) -> str:
     return "".join(out)
 
 
-def _kill_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    """Signal the agent's whole process group; it may already be gone."""
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def _collect_after_kill(proc: subprocess.Popen[bytes], partial: bytes) -> bytes:
     """Stop the group (TERM, then KILL) and gather whatever output is still buffered."""
-    _kill_group(proc, signal.SIGTERM)
+    kill_group(proc, signal.SIGTERM)
     try:
         out, _ = proc.communicate(timeout=KILL_GRACE_S)
         return out or partial
     except subprocess.TimeoutExpired as exc:
         partial = exc.output or partial
-    _kill_group(proc, signal.SIGKILL)
+    kill_group(proc, signal.SIGKILL)
     try:
         out, _ = proc.communicate(timeout=KILL_GRACE_S)
         return out or partial

@@ -10,7 +10,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
@@ -20,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from moonmind.workflows.orchestrator.adapters.process import child_preexec
+from moonmind.workflows.orchestrator.adapters.process import child_preexec, kill_group
 
 LineSink = Callable[[str], None]
 
@@ -190,7 +189,7 @@ def _pump(
         if watchdog is not None:
             watchdog.cancel()
         if proc.poll() is None:
-            _kill_group(proc)
+            kill_group(proc)
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
@@ -208,22 +207,12 @@ def _start_watchdog(
 
     def _kill() -> None:
         flag.set()
-        _kill_group(proc)
+        kill_group(proc)
 
     timer = threading.Timer(timeout_s, _kill)
     timer.daemon = True
     timer.start()
     return timer
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """Kill the CLI and its children (e.g. ``docker build``) so the output pipe closes."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    except PermissionError:
-        proc.kill()
 
 
 def _decode_line(raw: bytes) -> str:

@@ -3,14 +3,17 @@
 Compose builds and agents run in their own session (so a timeout can kill the whole
 group), which also detaches them from the worker's process group. If the worker is
 killed, a detached build would keep going and race the build of the step's next
-delivery; the kernel's parent-death signal stops it instead.
+delivery; the kernel's parent-death signal stops it instead. ``kill_group`` is the
+one way either adapter stops such a group.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 
@@ -29,3 +32,17 @@ def _die_with_parent() -> None:
 def child_preexec() -> Callable[[], None] | None:
     """preexec_fn for subprocess.Popen: the child is killed when its parent dies (Linux)."""
     return _die_with_parent if _libc is not None else None
+
+
+def kill_group(proc: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGKILL) -> None:
+    """Signal the child's whole process group (it leads its own session).
+
+    A group that is already gone is fine. If the group cannot be signalled as a whole
+    (a member changed its credentials), the direct child still gets the signal.
+    """
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        proc.send_signal(sig)
