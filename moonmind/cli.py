@@ -53,7 +53,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings()
-    from moonmind.workflows.orchestrator.celery_app import app
+    from moonmind.workflows.orchestrator.tasks import app
 
     print(
         f"orchestrator worker consuming queue '{settings.queue}' from "

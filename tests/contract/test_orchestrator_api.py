@@ -622,22 +622,21 @@ class TestDownloadArtifact:
 
 # -- POST /orchestrator/runs/{run_id}/approvals and /retry ---------------------------------
 
-PROTECTED_CONTEXT = {
-    "profile": {
-        "protected": True,
-        "approval_requirement": "pre-run",
-        "approver_roles": ["sre"],
-        "approval_valid_minutes": 10,
-    }
+PROTECTED = {
+    "approval_requirement": "pre-run",
+    "approver_roles": ("sre",),
+    "approval_valid_minutes": 10,
 }
 
 
 def _run_with(db: Database, status: RunStatus, *, protected: bool = False) -> uuid.UUID:
     with db.session() as session:
-        run = create_run(session, service=f"svc-{uuid.uuid4().hex[:8]}", status=status)
-        if protected:
-            run.action_plan.service_context = PROTECTED_CONTEXT
-            session.flush()
+        run = create_run(
+            session,
+            service=f"svc-{uuid.uuid4().hex[:8]}",
+            status=status,
+            protected=PROTECTED if protected else None,
+        )
         if status == RunStatus.FAILED:
             finish_step(
                 session,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -23,7 +24,9 @@ from moonmind.workflows.orchestrator.enums import (
     StepName,
     StepStatus,
 )
+from moonmind.workflows.orchestrator.plan import PlanStep
 from moonmind.workflows.orchestrator.storage import ArtifactStore
+from tests.support.steps import service_context
 
 ALL_STEPS: tuple[StepName, ...] = (
     StepName.ANALYZE,
@@ -49,14 +52,22 @@ def create_run(
     message: str | None = None,
     artifact_root: str = "var/artifacts/spec_workflows",
     run_id: uuid.UUID | None = None,
+    protected: dict[str, Any] | None = None,
 ) -> OrchestratorRun:
-    """A run with its plan snapshot; status and timestamps set as given, then flushed."""
+    """A run with its plan snapshot; status and timestamps set as given, then flushed.
+
+    ``protected`` makes the service protected with these approval settings
+    (approval_requirement, approver_roles, approval_valid_minutes)."""
     run = repositories.create_run(
         session,
         instruction=instruction,
         target_service=service,
-        steps=[{"name": step.value, "parameters": {"step": step.value}} for step in steps],
-        service_context={"service": service},
+        steps=[PlanStep(name=step, parameters={"step": step.value}) for step in steps],
+        service_context=service_context(
+            Path("/srv/stack"),
+            service=service,
+            **({"protected": True, **protected} if protected is not None else {}),
+        ),
         artifact_root=artifact_root,
         priority=priority,
         generated_by=generated_by,
@@ -83,7 +94,7 @@ def finish_step(
     celery_task_id: str | None = None,
     message: str = "done",
     artifact_refs: Sequence[uuid.UUID] = (),
-) -> dict[str, Any]:
+) -> PlanStep:
     """Record one step as the worker would once it ran."""
     return repositories.update_step(
         session,

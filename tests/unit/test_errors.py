@@ -173,7 +173,6 @@ def test_old_import_paths_name_the_same_classes() -> None:
     assert repositories.InvalidCursor is InvalidCursor
     assert service.ComposeUnavailable is ComposeUnavailable
     assert service.RunNotFound is RunNotFound
-    assert service.RunConflict is RunConflict
 
 
 def test_unknown_service_keeps_what_callers_read() -> None:

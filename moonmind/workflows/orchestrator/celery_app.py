@@ -1,10 +1,14 @@
-"""The orchestrator's Celery application, configured from MoonMind settings."""
+"""The orchestrator's Celery application, configured from MoonMind settings.
+
+Creating one builds no worker: producers get theirs from ``dispatch.producer``; the
+worker entry point (``tasks``) registers the step tasks on its own.
+"""
 
 from __future__ import annotations
 
 from celery import Celery
 
-from moonmind.config import Settings, get_settings
+from moonmind.config import Settings
 from moonmind.workflows.orchestrator.celeryconfig import celery_config
 
 
@@ -13,6 +17,3 @@ def create_celery(settings: Settings) -> Celery:
     app.conf.update(celery_config(settings))
     app.conf.include = ["moonmind.workflows.orchestrator.tasks"]
     return app
-
-
-app = create_celery(get_settings())

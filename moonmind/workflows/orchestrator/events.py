@@ -16,17 +16,23 @@ from typing import Any
 
 from api_service.db.base import Database
 from moonmind.workflows.orchestrator import repositories as repo
-from moonmind.workflows.orchestrator.enums import STEP_ORDER, TERMINAL_STATUSES, StepStatus
+from moonmind.workflows.orchestrator.enums import (
+    STEP_ORDER,
+    TERMINAL_STATUSES,
+    StepName,
+    StepStatus,
+)
+from moonmind.workflows.orchestrator.plan import Plan, PlanStep
 from moonmind.workflows.orchestrator.storage import ArtifactStore
 
 # Which log file belongs to which step, in the order they are written.
 STEP_LOGS = {
-    "analyze": ("analyze.log",),
-    "patch": ("agent.log",),
-    "build": ("build.log",),
-    "restart": ("restart.log",),
-    "verify": ("verify.log",),
-    "rollback": ("rollback.log",),
+    StepName.ANALYZE: ("analyze.log",),
+    StepName.PATCH: ("agent.log",),
+    StepName.BUILD: ("build.log",),
+    StepName.RESTART: ("restart.log",),
+    StepName.VERIFY: ("verify.log",),
+    StepName.ROLLBACK: ("rollback.log",),
 }
 
 
@@ -46,7 +52,7 @@ class RunFollower:
     db: Database
     store: ArtifactStore
     run_id: uuid.UUID
-    sent_status: dict[str, str] = field(default_factory=dict)
+    sent_status: dict[StepName, StepStatus] = field(default_factory=dict)
     log_offsets: dict[str, int] = field(default_factory=dict)
     finished: bool = False
 
@@ -56,42 +62,41 @@ class RunFollower:
             if run is None:
                 self.finished = True
                 return [Event("status", {"status": "missing", "message": "run not found"})]
-            steps = [dict(step) for step in run.action_plan.steps]
-            status, message = run.status.value, run.message
-        order = {name.value: index for index, name in enumerate(STEP_ORDER)}
+            steps = Plan.of(run.action_plan).steps
+            status, message = run.status, run.message
         events: list[Event] = []
-        for step in sorted(steps, key=lambda s: order[s["name"]]):
+        for step in sorted(steps, key=lambda s: STEP_ORDER.index(s.name)):
             events.extend(self._step_events(step))
-        if status in {s.value for s in TERMINAL_STATUSES}:
+        if status in TERMINAL_STATUSES:
             for step in steps:  # whatever the logs gained after the last transition
-                events.extend(self._log_events(step["name"]))
-            events.append(Event("status", {"status": status, "message": message}))
+                events.extend(self._log_events(step.name))
+            events.append(Event("status", {"status": status.value, "message": message}))
             self.finished = True
         return events
 
-    def _step_events(self, step: dict[str, Any]) -> Iterator[Event]:
-        name, status = step["name"], step["status"]
-        previous = self.sent_status.get(name, StepStatus.PENDING.value)
+    def _step_events(self, step: PlanStep) -> Iterator[Event]:
+        name, status = step.name, step.status
+        previous = self.sent_status.get(name, StepStatus.PENDING)
         if status != previous:
             self.sent_status[name] = status
-            if previous == StepStatus.PENDING.value and step.get("started_at"):
+            if previous == StepStatus.PENDING and step.started_at:
                 # Announce the start even if it also finished between two polls.
-                yield Event("step", _step_data(step, StepStatus.IN_PROGRESS.value))
-            if status not in (StepStatus.IN_PROGRESS.value, StepStatus.SKIPPED.value):
+                yield Event("step", _step_data(step, StepStatus.IN_PROGRESS))
+            if status not in (StepStatus.IN_PROGRESS, StepStatus.SKIPPED):
                 yield from self._log_events(name)
                 yield Event("step", _step_data(step, status))
-            elif status == StepStatus.SKIPPED.value:
+            elif status == StepStatus.SKIPPED:
                 yield Event("step", _step_data(step, status))
-            if status != StepStatus.IN_PROGRESS.value:
+            if status != StepStatus.IN_PROGRESS:
                 return
-        if status == StepStatus.IN_PROGRESS.value:
+        if status == StepStatus.IN_PROGRESS:
             yield from self._log_events(name)
 
-    def _log_events(self, step: str) -> Iterator[Event]:
+    def _log_events(self, step: StepName) -> Iterator[Event]:
         for filename in STEP_LOGS.get(step, ()):
             path = self.store.run_dir(self.run_id) / filename
             for line in self._new_lines(path):
-                yield Event("log", {"step": step, "file": filename, "line": line})
+                yield Event("log", {"step": step.value, "file": filename, "line": line})
 
     def _new_lines(self, path: Path) -> list[str]:
         offset = self.log_offsets.get(path.name, 0)
@@ -106,11 +111,12 @@ class RunFollower:
         return chunk[:complete].decode("utf-8", "replace").splitlines()
 
 
-def _step_data(step: dict[str, Any], status: str) -> dict[str, Any]:
+def _step_data(step: PlanStep, status: StepStatus) -> dict[str, Any]:
+    done = status != StepStatus.IN_PROGRESS
     return {
-        "name": step["name"],
-        "status": status,
-        "started_at": step.get("started_at"),
-        "completed_at": step.get("completed_at") if status != "in_progress" else None,
-        "message": step.get("message") if status != "in_progress" else None,
+        "name": step.name.value,
+        "status": status.value,
+        "started_at": step.started_at,
+        "completed_at": step.completed_at if done else None,
+        "message": step.message if done else None,
     }

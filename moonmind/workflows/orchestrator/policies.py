@@ -23,7 +23,10 @@ from moonmind.workflows.orchestrator.enums import ApprovalRequirement, RunStatus
 from moonmind.workflows.orchestrator.repositories import as_utc
 from moonmind.workflows.orchestrator.service_profiles import ServiceProfile
 
-GATED_STEP = {"pre-run": StepName.PATCH, "pre-verify": StepName.BUILD}
+GATED_STEP = {
+    ApprovalRequirement.PRE_RUN: StepName.PATCH,
+    ApprovalRequirement.PRE_VERIFY: StepName.BUILD,
+}
 
 
 class ApprovalRejected(Exception):
@@ -32,7 +35,7 @@ class ApprovalRejected(Exception):
 
 @dataclass(frozen=True)
 class Gate:
-    requirement: str
+    requirement: ApprovalRequirement
     roles: tuple[str, ...]
     valid_minutes: int
 
@@ -45,20 +48,15 @@ def gate_for(profile: ServiceProfile) -> Gate | None:
     if not profile.protected:
         return None
     return Gate(
-        profile.approval_requirement, profile.approver_roles, profile.approval_valid_minutes
+        ApprovalRequirement(profile.approval_requirement),
+        profile.approver_roles,
+        profile.approval_valid_minutes,
     )
 
 
-def gate_from_context(service_context: dict[str, Any] | None) -> Gate | None:
-    """The gate recorded in a run's plan snapshot (the policy in force when it was queued)."""
-    profile = (service_context or {}).get("profile") or {}
-    if not profile.get("protected"):
-        return None
-    return Gate(
-        str(profile.get("approval_requirement", "pre-run")),
-        tuple(profile.get("approver_roles") or ()),
-        int(profile.get("approval_valid_minutes", 60)),
-    )
+def token_sha256(token: str) -> str:
+    """How a token is kept: the hex sha256 of its text, never the token itself."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def sync_gate(session: Session, service: str, gate: Gate) -> ApprovalGate:
@@ -69,7 +67,7 @@ def sync_gate(session: Session, service: str, gate: Gate) -> ApprovalGate:
     if row is None:
         row = ApprovalGate(service_name=service)
         session.add(row)
-    row.requirement = ApprovalRequirement(gate.requirement)
+    row.requirement = gate.requirement
     row.approver_roles = list(gate.roles)
     row.valid_for_minutes = gate.valid_minutes
     session.flush()
@@ -120,7 +118,7 @@ def accept(
         if asked <= now:
             raise ApprovalRejected("the approval has already expired")
         expires = min(expires, asked)
-    if gate.requirement == "pre-verify":
+    if gate.requirement == ApprovalRequirement.PRE_VERIFY:
         if diff_sha256 is None:
             raise ApprovalRejected(
                 "this service's gate approves a diff: wait until the run is awaiting_approval, "
@@ -136,8 +134,8 @@ def accept(
         "role": request.approver.role,
         "approved_at": now.isoformat(),
         "expires_at": expires.isoformat(),
-        "token_sha256": hashlib.sha256(request.token.encode()).hexdigest(),
-        "diff_sha256": diff_sha256 if gate.requirement == "pre-verify" else None,
+        "token_sha256": token_sha256(request.token),
+        "diff_sha256": diff_sha256 if gate.requirement == ApprovalRequirement.PRE_VERIFY else None,
     }
 
 

@@ -28,10 +28,10 @@ from moonmind.workflows.orchestrator.enums import (
     Priority,
     RunStatus,
     StepName,
-    StepStatus,
     TaskStateName,
 )
 from moonmind.workflows.orchestrator.errors import InvalidCursor
+from moonmind.workflows.orchestrator.plan import Plan, PlanStep, ServiceContext, context_of
 from moonmind.workflows.orchestrator.storage import StoredArtifact
 
 
@@ -47,8 +47,8 @@ def create_run(
     *,
     instruction: str,
     target_service: str,
-    steps: Sequence[dict[str, Any]],
-    service_context: dict[str, Any],
+    steps: Sequence[PlanStep],
+    service_context: ServiceContext,
     artifact_root: str,
     priority: Priority = Priority.NORMAL,
     approval_token: str | None = None,
@@ -58,8 +58,8 @@ def create_run(
 ) -> OrchestratorRun:
     """A pending run with its own snapshot of the plan (the plan row is never shared)."""
     plan = ActionPlan(
-        steps=[_initial_step(step) for step in steps],
-        service_context=service_context,
+        steps=[PlanStep(name=step.name, parameters=step.parameters).to_json() for step in steps],
+        service_context=service_context.model_dump(mode="json"),
         generated_by=generated_by,
     )
     session.add(plan)
@@ -82,19 +82,6 @@ def create_run(
     session.add(run)
     session.flush()
     return run
-
-
-def _initial_step(step: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": str(step["name"]),
-        "parameters": step.get("parameters", {}),
-        "status": StepStatus.PENDING.value,
-        "started_at": None,
-        "completed_at": None,
-        "celery_task_id": None,
-        "message": None,
-        "artifact_refs": [],
-    }
 
 
 def get_run(
@@ -197,7 +184,7 @@ def active_run_for_service(
         .order_by(OrchestratorRun.started_at)
     )
     for run in session.scalars(stmt).unique():
-        if (run.action_plan.service_context or {}).get("project") == project:
+        if context_of(run.action_plan).project == project:
             return run
     return None
 
@@ -240,20 +227,18 @@ def touch_heartbeat(session: Session, run_id: uuid.UUID) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def update_step(
-    session: Session, run: OrchestratorRun, name: StepName, **changes: Any
-) -> dict[str, Any]:
+def update_step(session: Session, run: OrchestratorRun, name: StepName, **changes: Any) -> PlanStep:
     """Change one step of the run's plan snapshot (JSON column, so reassign and flag)."""
-    steps = [dict(step) for step in run.action_plan.steps]
-    for step in steps:
-        if step["name"] == name.value:
-            for key, value in changes.items():
-                step[key] = value.isoformat() if isinstance(value, datetime) else value
-            run.action_plan.steps = steps
-            flag_modified(run.action_plan, "steps")
-            session.flush()
-            return step
-    raise KeyError(f"plan has no step {name.value}")
+    plan = Plan.of(run.action_plan)
+    current = plan.step(name)
+    values = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in changes.items()}
+    updated = PlanStep.model_validate({**current.to_json(), **values})
+    run.action_plan.steps = [
+        updated.to_json() if step.name == name else step.to_json() for step in plan.steps
+    ]
+    flag_modified(run.action_plan, "steps")
+    session.flush()
+    return updated
 
 
 def add_artifact(

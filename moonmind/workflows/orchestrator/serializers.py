@@ -17,6 +17,7 @@ from moonmind.schemas.workflow_models import (
     TaskStateModel,
 )
 from moonmind.workflows.orchestrator import policies
+from moonmind.workflows.orchestrator.plan import Plan, context_of
 from moonmind.workflows.orchestrator.repositories import as_utc
 
 
@@ -27,8 +28,8 @@ def run_summary(run: OrchestratorRun) -> RunSummary:
 def _summary_fields(run: OrchestratorRun) -> dict[str, Any]:
     queued_at = as_utc(run.queued_at)
     assert queued_at is not None
-    gate = policies.gate_from_context(run.action_plan.service_context)
-    requirement = gate.requirement if gate is not None else None
+    gate = policies.gate_for(context_of(run.action_plan).profile)
+    requirement = gate.requirement.value if gate is not None else None
     return {
         "run_id": run.id,
         "status": run.status,
@@ -86,29 +87,30 @@ def task_state_model(row: TaskState) -> TaskStateModel:
 def run_detail(
     run: OrchestratorRun, artifacts: list[RunArtifact], task_states: list[TaskState] | None = None
 ) -> RunDetail:
-    plan = run.action_plan
-    generated = as_utc(plan.generated_at)
+    row = run.action_plan
+    plan = Plan.of(row)
+    generated = as_utc(row.generated_at)
     assert generated is not None
     return RunDetail(
         **_summary_fields(run),
         action_plan=ActionPlanModel(
-            plan_id=plan.id,
+            plan_id=row.id,
             generated_at=generated,
-            generated_by=plan.generated_by,
+            generated_by=row.generated_by,
             steps=[
-                PlanStepDefinition(name=step["name"], parameters=step.get("parameters") or {})
+                PlanStepDefinition(name=step.name, parameters=step.parameters)
                 for step in plan.steps
             ],
         ),
         steps=[
             PlanStepState(
-                name=step["name"],
-                status=step["status"],
-                started_at=_when(step.get("started_at")),
-                completed_at=_when(step.get("completed_at")),
-                celery_task_id=step.get("celery_task_id"),
-                message=step.get("message"),
-                artifact_refs=[uuid.UUID(ref) for ref in step.get("artifact_refs") or []],
+                name=step.name,
+                status=step.status,
+                started_at=_when(step.started_at),
+                completed_at=_when(step.completed_at),
+                celery_task_id=step.celery_task_id,
+                message=step.message,
+                artifact_refs=[uuid.UUID(ref) for ref in step.artifact_refs],
             )
             for step in plan.steps
         ],

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from celery import Celery
+from sqlalchemy.orm import Session
 
 from api_service.db.base import Database
 from api_service.db.models import OrchestratorRun
@@ -27,17 +26,23 @@ from moonmind.workflows.orchestrator.adapters.compose import (
     detect_compose_command,
     normalize_project_name,
 )
-from moonmind.workflows.orchestrator.celery_app import create_celery
+from moonmind.workflows.orchestrator.dispatch import QueuedStep, enqueue, new_task_id
 from moonmind.workflows.orchestrator.enums import (
     STEP_ORDER,
-    Priority,
+    ApprovalRequirement,
     RunStatus,
     StepName,
     StepStatus,
     TaskStateName,
 )
-from moonmind.workflows.orchestrator.errors import ComposeUnavailable, RunConflict, RunNotFound
-from moonmind.workflows.orchestrator.metrics import metrics_from_settings
+from moonmind.workflows.orchestrator.errors import (
+    ApprovalConflict,
+    ComposeUnavailable,
+    RetryConflict,
+    RunNotFound,
+)
+from moonmind.workflows.orchestrator.metrics import Metrics, metrics_from_settings
+from moonmind.workflows.orchestrator.plan import Plan, context_of
 from moonmind.workflows.orchestrator.service_profiles import (
     ServiceProfile,
     get_profile,
@@ -90,36 +95,37 @@ def load_stack(settings: Settings) -> StackView:
     return view
 
 
-_producers: dict[tuple[str, str], Celery] = {}
+def _metrics(settings: Settings) -> Metrics:
+    return metrics_from_settings(settings.statsd_host, settings.statsd_port, settings.statsd_prefix)
 
 
-def _producer(settings: Settings) -> Celery:
-    """A Celery app for these settings' broker and queue (not the import-time default)."""
-    key = (settings.broker_url, settings.queue)
-    with _cache_lock:
-        if key not in _producers:
-            _producers[key] = create_celery(settings)
-        return _producers[key]
+def _queue(session: Session, run: OrchestratorRun, step: StepName, attempt: int = 1) -> QueuedStep:
+    """Record the step as PENDING under a fresh task id; publish it after the commit."""
+    queued = QueuedStep(run.id, step, run.priority, new_task_id())
+    repo.record_task_state(
+        session, run.id, step, TaskStateName.PENDING, celery_task_id=queued.task_id, attempt=attempt
+    )
+    return queued
 
 
 def submit_run(settings: Settings, db: Database, request: RunCreate) -> OrchestratorRun:
     """Create the run row (raises UnknownService / ComposeUnavailable before touching anything)."""
     stack = load_stack(settings)
-    profile = get_profile(stack.profiles, request.target_service)
+    profile = get_profile(stack.profiles, request.target_service, settings.compose_path)
     ctx = service_context(settings, stack.compose, profile, stack.config)
-    steps, author = build_plan(
-        ctx, has_operator_patch=bool(request.patch), agent_configured=bool(settings.patch_agent)
-    )
+    steps, author = build_plan(ctx, has_operator_patch=bool(request.patch))
     with db.session() as session:
         run = repo.create_run(
             session,
             instruction=request.instruction,
             target_service=request.target_service,
             steps=steps,
-            service_context=ctx.to_json(),
+            service_context=ctx,
             artifact_root=str(settings.artifact_root),
             priority=request.priority,
-            approval_token=_token_evidence(request.approval_token),
+            approval_token=policies.token_sha256(request.approval_token)
+            if request.approval_token
+            else None,
             requested_patch=request.patch,
             generated_by=author,
             run_id=uuid.uuid4(),
@@ -128,29 +134,11 @@ def submit_run(settings: Settings, db: Database, request: RunCreate) -> Orchestr
         gate = policies.gate_for(profile)
         if gate is not None:
             run.approval_gate_id = policies.sync_gate(session, profile.name, gate).id
-        task_id = str(uuid.uuid4())
-        repo.record_task_state(
-            session, run.id, StepName.ANALYZE, TaskStateName.PENDING, celery_task_id=task_id
-        )
+        queued = _queue(session, run, StepName.ANALYZE)
     # Only now, with the row committed, may a worker see the run.
-    from moonmind.workflows.orchestrator.tasks import enqueue_step
-
-    enqueue_step(
-        _producer(settings), settings, StepName.ANALYZE, run.id, request.priority, task_id=task_id
-    )
-    metrics_from_settings(settings.statsd_host, settings.statsd_port, settings.statsd_prefix).incr(
-        "runs.queued"
-    )
+    enqueue(settings, queued)
+    _metrics(settings).incr("runs.queued")
     return run
-
-
-def _token_evidence(token: str | None) -> str | None:
-    """Keep proof that a token was given, never the token."""
-    return f"sha256:{hashlib.sha256(token.encode()).hexdigest()}" if token else None
-
-
-def _step_state(run: OrchestratorRun, step: StepName) -> dict[str, Any]:
-    return next((s for s in run.action_plan.steps if s["name"] == step.value), {})
 
 
 def approve_run(
@@ -158,52 +146,58 @@ def approve_run(
 ) -> OrchestratorRun:
     """Record an approval; a run waiting at its gate continues from the gated step."""
     now = policies.utcnow()
-    resume: tuple[StepName, str, Priority] | None = None
-    waited_s: float | None = None
     with db.session() as session:
         run = repo.get_run(session, run_id, for_update=True)
         if run is None:
             raise RunNotFound(run_id)
-        gate = policies.gate_from_context(run.action_plan.service_context)
+        gate = policies.gate_for(context_of(run.action_plan).profile)
         if gate is None:
-            raise RunConflict(f"{run.target_service} is not protected; this run needs no approval")
-        diff_sha = (_step_state(run, StepName.PATCH).get("result") or {}).get("diff_sha256")
-        if gate.requirement == "pre-verify" and run.status != RunStatus.AWAITING_APPROVAL:
+            raise ApprovalConflict(
+                f"{run.target_service} is not protected; this run needs no approval"
+            )
+        diff_sha = Plan.of(run.action_plan).result(StepName.PATCH).get("diff_sha256")
+        if gate.requirement == ApprovalRequirement.PRE_VERIFY and (
+            run.status != RunStatus.AWAITING_APPROVAL
+        ):
             diff_sha = None  # the diff to approve does not exist yet
         try:
             run.approval = policies.accept(run, gate, request, now=now, diff_sha256=diff_sha)
         except policies.ApprovalRejected as exc:
-            raise RunConflict(str(exc)) from None
-        run.approval_token = _token_evidence(request.token)
+            raise ApprovalConflict(str(exc)) from None
+        run.approval_token = policies.token_sha256(request.token)
         session.flush()
-        if run.status == RunStatus.AWAITING_APPROVAL:
-            repo.transition_run(
-                session,
-                run.id,
-                expected=[RunStatus.AWAITING_APPROVAL],
-                new=RunStatus.RUNNING,
-                message=f"approved by {request.approver.id} ({request.approver.role})",
-            )
-            asked = (run.metrics_snapshot or {}).get("approval_requested_at")
-            if asked:
-                waited_s = (now - datetime.fromisoformat(asked)).total_seconds()
-                repo.set_metrics(session, run, approval_wait_seconds=round(waited_s, 3))
-            task_id = str(uuid.uuid4())
-            repo.record_task_state(
-                session, run.id, gate.step, TaskStateName.PENDING, celery_task_id=task_id
-            )
-            resume = (gate.step, task_id, run.priority)
-    metrics = metrics_from_settings(
-        settings.statsd_host, settings.statsd_port, settings.statsd_prefix
-    )
-    if waited_s is not None:
-        metrics.timing_ms("approvals.wait", waited_s * 1000)
-    if resume is not None:
-        from moonmind.workflows.orchestrator.tasks import enqueue_step
-
-        step, task_id, priority = resume
-        enqueue_step(_producer(settings), settings, step, run_id, priority, task_id=task_id)
+        queued = (
+            _resume_at_gate(session, run, gate.step, request, now)
+            if (run.status == RunStatus.AWAITING_APPROVAL)
+            else None
+        )
+        waited_s = (run.metrics_snapshot or {}).get("approval_wait_seconds")
+    if queued is not None:
+        if waited_s is not None:
+            _metrics(settings).timing_ms("approvals.wait", float(waited_s) * 1000)
+        enqueue(settings, queued)
     return _reload(db, run_id)
+
+
+def _resume_at_gate(
+    session: Session,
+    run: OrchestratorRun,
+    step: StepName,
+    request: ApprovalRequest,
+    now: datetime,
+) -> QueuedStep:
+    repo.transition_run(
+        session,
+        run.id,
+        expected=[RunStatus.AWAITING_APPROVAL],
+        new=RunStatus.RUNNING,
+        message=f"approved by {request.approver.id} ({request.approver.role})",
+    )
+    asked = (run.metrics_snapshot or {}).get("approval_requested_at")
+    if asked:
+        waited_s = (now - datetime.fromisoformat(asked)).total_seconds()
+        repo.set_metrics(session, run, approval_wait_seconds=round(waited_s, 3))
+    return _queue(session, run, step)
 
 
 def retry_run(
@@ -215,23 +209,17 @@ def retry_run(
         if run is None:
             raise RunNotFound(run_id)
         if run.status not in (RunStatus.FAILED, RunStatus.ROLLED_BACK):
-            raise RunConflict(
+            raise RetryConflict(
                 f"run is {run.status.value}; only failed or rolled_back runs can be retried"
             )
-        step = _resume_step(run, request.resume_from_step)
-        order = [name.value for name in STEP_ORDER]
-        planned = {s["name"] for s in run.action_plan.steps}
-        reset = planned & (
-            {StepName.ROLLBACK.value}
-            if step == StepName.ROLLBACK
-            else {name for name in order if order.index(name) >= order.index(step.value)}
-        )
-        for name in reset:
+        plan = Plan.of(run.action_plan)
+        step = _resume_step(run.status, plan, request.resume_from_step)
+        for name in _steps_to_reset(plan, step):
             repo.update_step(
                 session,
                 run,
-                StepName(name),
-                status=StepStatus.PENDING.value,
+                name,
+                status=StepStatus.PENDING,
                 started_at=None,
                 completed_at=None,
                 celery_task_id=None,
@@ -240,15 +228,7 @@ def retry_run(
                 result={},
             )
         latest = repo.latest_task_state(session, run.id, step)
-        task_id = str(uuid.uuid4())
-        repo.record_task_state(
-            session,
-            run.id,
-            step,
-            TaskStateName.PENDING,
-            celery_task_id=task_id,
-            attempt=(latest.attempt + 1) if latest is not None else 1,
-        )
+        queued = _queue(session, run, step, attempt=(latest.attempt + 1) if latest else 1)
         note = f"retry from {step.value}" + (f": {request.reason}" if request.reason else "")
         retries = [*(run.metrics_snapshot or {}).get("retries", []), note]
         repo.set_metrics(session, run, retries=retries)
@@ -256,25 +236,32 @@ def retry_run(
         run.completed_at = None
         run.message = note
         session.flush()
-        priority = run.priority
-    from moonmind.workflows.orchestrator.tasks import enqueue_step
-
-    enqueue_step(_producer(settings), settings, step, run_id, priority, task_id=task_id)
+    enqueue(settings, queued)
     return _reload(db, run_id)
 
 
-def _resume_step(run: OrchestratorRun, asked: str | None) -> StepName:
-    order = list(STEP_ORDER)
+def _steps_to_reset(plan: Plan, step: StepName) -> list[StepName]:
+    """The resumed step and every later one (a resumed rollback resets only itself)."""
+    if step == StepName.ROLLBACK:
+        wanted = [StepName.ROLLBACK]
+    else:
+        wanted = [name for name in STEP_ORDER if STEP_ORDER.index(name) >= STEP_ORDER.index(step)]
+    return [name for name in wanted if plan.has(name)]
+
+
+def _resume_step(status: RunStatus, plan: Plan, asked: str | None) -> StepName:
     failed = next(
         (
-            StepName(s["name"])
-            for s in run.action_plan.steps
-            if s["status"] == "failed" and s["name"] != StepName.ROLLBACK.value
+            s.name
+            for s in plan.steps
+            if s.status == StepStatus.FAILED and s.name != StepName.ROLLBACK
         ),
         None,
     )
-    rollback_failed = _step_state(run, StepName.ROLLBACK).get("status") == StepStatus.FAILED.value
-    if run.status == RunStatus.ROLLED_BACK:
+    rollback_failed = plan.has(StepName.ROLLBACK) and (
+        plan.step(StepName.ROLLBACK).status == StepStatus.FAILED
+    )
+    if status == RunStatus.ROLLED_BACK:
         # The rollback put the files and the image back: everything after analyze is undone.
         default = StepName.PATCH
     elif rollback_failed:
@@ -286,10 +273,10 @@ def _resume_step(run: OrchestratorRun, asked: str | None) -> StepName:
     step = StepName(asked)
     if step == StepName.ROLLBACK:
         if not rollback_failed:
-            raise RunConflict("only a failed rollback can be resumed from rollback")
+            raise RetryConflict("only a failed rollback can be resumed from rollback")
         return step
-    if order.index(step) > order.index(default):
-        raise RunConflict(
+    if STEP_ORDER.index(step) > STEP_ORDER.index(default):
+        raise RetryConflict(
             f"resuming from {step.value} would skip {default.value}, which did not complete; "
             f"resume from {default.value} or earlier"
         )

@@ -67,12 +67,14 @@ class ServiceProfile:
     approval_valid_minutes: int = 60
 
 
-def get_profile(profiles: Mapping[str, ServiceProfile], name: str) -> ServiceProfile:
+def get_profile(
+    profiles: Mapping[str, ServiceProfile], name: str, compose_path: Path | None = None
+) -> ServiceProfile:
     """Look up a profile, failing with the list of valid names."""
     try:
         return profiles[name]
     except KeyError:
-        raise UnknownService(name, sorted(profiles)) from None
+        raise UnknownService(name, sorted(profiles), compose_path) from None
 
 
 def load_profiles(

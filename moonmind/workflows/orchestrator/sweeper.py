@@ -19,7 +19,10 @@ from sqlalchemy.orm import Session
 
 from api_service.db.base import Database
 from api_service.db.models import OrchestratorRun
+from moonmind.config import Settings
+from moonmind.utils.logging import log_event
 from moonmind.workflows.orchestrator import repositories as repo
+from moonmind.workflows.orchestrator.dispatch import QueuedStep, enqueue, new_task_id
 from moonmind.workflows.orchestrator.enums import (
     Priority,
     RunStatus,
@@ -27,6 +30,7 @@ from moonmind.workflows.orchestrator.enums import (
     StepStatus,
     TaskStateName,
 )
+from moonmind.workflows.orchestrator.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +72,11 @@ def find_stale(
 
 
 def _redeliver(session: Session, run: OrchestratorRun) -> Redelivery:
-    steps = run.action_plan.steps
-    current = next((s for s in steps if s["status"] == StepStatus.IN_PROGRESS.value), None)
-    if current is None:  # lost between two steps: the next one never arrived
-        current = next(s for s in steps if s["status"] == StepStatus.PENDING.value)
-    step = StepName(current["name"])
+    plan = Plan.of(run.action_plan)
+    # In progress, or else lost between two steps: the next one never arrived.
+    current = plan.first(StepStatus.IN_PROGRESS) or plan.first(StepStatus.PENDING)
+    assert current is not None  # a running run always has a step left
+    step = current.name
     latest = repo.latest_task_state(session, run.id, step)
     repo.touch_heartbeat(session, run.id)
     if latest is not None and latest.state == TaskStateName.PENDING:
@@ -83,17 +87,29 @@ def _redeliver(session: Session, run: OrchestratorRun) -> Redelivery:
         repo.mark_attempt_lost(session, latest)
     if attempts >= MAX_ATTEMPTS:
         message = f"{step.value} was lost {attempts} times with its worker; giving up"
-        repo.update_step(session, run, step, status=StepStatus.FAILED.value, message=message)
+        repo.update_step(session, run, step, status=StepStatus.FAILED, message=message)
         repo.transition_run(
             session, run.id, expected=[RunStatus.RUNNING], new=RunStatus.FAILED, message=message
         )
         return Redelivery(run.id, step, run.priority, None)
-    task_id = str(uuid.uuid4())
+    task_id = new_task_id()
     repo.record_task_state(
         session, run.id, step, TaskStateName.PENDING, celery_task_id=task_id, attempt=attempts + 1
     )
     log.warning("run %s: %s lost with its worker; delivering it again", run.id, step.value)
     return Redelivery(run.id, step, run.priority, task_id)
+
+
+def sweep_once(db: Database, settings: Settings) -> int:
+    """Deliver again the steps that dead workers left behind; the number re-sent."""
+    found = find_stale(db, stale_after_s=settings.stale_after_seconds)
+    for item in found:
+        if item.task_id is None:
+            log_event(item.run_id, item.step.value, "run_abandoned")
+            continue
+        log_event(item.run_id, item.step.value, "step_redelivered", celery_task_id=item.task_id)
+        enqueue(settings, QueuedStep(item.run_id, item.step, item.priority, item.task_id))
+    return sum(1 for item in found if item.task_id)
 
 
 class SweeperThread(threading.Thread):

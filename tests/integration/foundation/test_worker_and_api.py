@@ -14,22 +14,17 @@ from api_service.db import migrate
 from api_service.db.base import Database
 from moonmind.config import load_settings
 from moonmind.workflows.orchestrator import repositories
-from moonmind.workflows.orchestrator.celery_app import create_celery
-from moonmind.workflows.orchestrator.names import TASK_HEARTBEAT
+from moonmind.workflows.orchestrator.dispatch import TASK_NAMES, QueuedStep, enqueue
+from moonmind.workflows.orchestrator.enums import Priority, StepName, TaskStateName
+from tests.support.factories import create_run
 from tests.support.processes import start_api, start_worker
+
+ANALYZE_TASK = TASK_NAMES[StepName.ANALYZE]
 
 
 def _create_run(db: Database) -> uuid.UUID:
     with db.session() as session:
-        run = repositories.create_run(
-            session,
-            instruction="liveness check",
-            target_service="app",
-            steps=[{"name": "analyze"}],
-            service_context={},
-            artifact_root="var/artifacts/spec_workflows",
-        )
-        return run.id
+        return create_run(session, service=f"liveness-{uuid.uuid4().hex[:6]}").id
 
 
 def _wait_for(check: Callable[[], bool], timeout: float) -> bool:
@@ -41,10 +36,11 @@ def _wait_for(check: Callable[[], bool], timeout: float) -> bool:
     return False
 
 
-def _heartbeat_seen(db: Database, run_id: uuid.UUID) -> bool:
+def _analyze_recorded(db: Database, run_id: uuid.UUID) -> bool:
+    """The worker took the step and wrote its outcome (whatever it was) to the database."""
     with db.session() as session:
-        run = repositories.get_run(session, run_id)
-        return run is not None and run.heartbeat_at is not None
+        row = repositories.latest_task_state(session, run_id, StepName.ANALYZE)
+        return row is not None and row.state in (TaskStateName.SUCCESS, TaskStateName.FAILURE)
 
 
 def _round_trip(
@@ -57,10 +53,9 @@ def _round_trip(
         monkeypatch.chdir(cwd)
         for key, value in env.items():
             monkeypatch.setenv(key, value)
-        app = create_celery(load_settings())
-        app.send_task(TASK_HEARTBEAT, args=[str(run_id)])
-        assert _wait_for(lambda: _heartbeat_seen(db, run_id), timeout=60), worker.output()
-        assert f"Task {TASK_HEARTBEAT}" in worker.output()
+        enqueue(load_settings(), QueuedStep(run_id, StepName.ANALYZE, Priority.NORMAL, "liveness"))
+        assert _wait_for(lambda: _analyze_recorded(db, run_id), timeout=60), worker.output()
+        assert f"Task {ANALYZE_TASK}" in worker.output()
     finally:
         worker.stop()
 

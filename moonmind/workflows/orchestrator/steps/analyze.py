@@ -1,0 +1,63 @@
+"""Analyze: look at the service (container, logs, health URL) and recognise its failure."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+from moonmind.workflows.orchestrator.adapters.docker_engine import ContainerInfo
+from moonmind.workflows.orchestrator.adapters.probe import probe_http
+from moonmind.workflows.orchestrator.diagnosis import detect_signatures
+from moonmind.workflows.orchestrator.enums import ArtifactType
+from moonmind.workflows.orchestrator.plan import AnalyzeParameters
+from moonmind.workflows.orchestrator.steps.context import StepContext, StepResult, connect
+
+
+def describe_container(info: ContainerInfo | None) -> dict[str, Any] | None:
+    return asdict(info) if info is not None else None
+
+
+def _probe(params: AnalyzeParameters) -> dict[str, Any] | None:
+    if not params.health_url:
+        return None
+    outcome = probe_http(params.health_url, deadline_s=params.probe_deadline_seconds)
+    last = outcome.attempts[-1] if outcome.attempts else None
+    return {
+        "url": params.health_url,
+        "ok": outcome.ok,
+        "status_code": last.status_code if last else None,
+        "error": last.error if last else None,
+    }
+
+
+def analyze(ctx: StepContext) -> StepResult:
+    svc = ctx.service
+    params = ctx.params(AnalyzeParameters)
+    engine = connect()
+    try:
+        info = engine.container_for(svc.project, svc.service)
+        raw = engine.logs(info.id, tail=params.log_tail_lines) if info is not None else ""
+        logs = ctx.redactor.redact(raw)
+    finally:
+        engine.close()
+    signatures = detect_signatures(logs)
+    analysis = {
+        "service": svc.service,
+        "instruction": ctx.instruction,
+        "container": describe_container(info),
+        "health_probe": _probe(params),
+        "signatures": [asdict(sig) for sig in signatures],
+        "log_lines": len(logs.splitlines()),
+    }
+    ctx.save(
+        "analysis.json",
+        json.dumps(analysis, indent=2).encode(),
+        type=ArtifactType.ANALYSIS,
+        kind="analysis",
+        content_type="application/json",
+    )
+    ctx.save("analyze.log", logs.encode(), type=ArtifactType.ANALYZE_LOG, kind="analyze_log")
+    state = "no container" if info is None else f"container {info.status} (exit {info.exit_code})"
+    found = ", ".join(f"{s.kind} {s.subject}" for s in signatures) or "no known failure signature"
+    return StepResult(f"{state}; {found}", {"analysis": analysis})

@@ -1,0 +1,43 @@
+"""Build: tag the service's current image for rollback, then `compose build` the service."""
+
+from __future__ import annotations
+
+from moonmind.workflows.orchestrator.enums import ArtifactType, StepName
+from moonmind.workflows.orchestrator.plan import BuildParameters
+from moonmind.workflows.orchestrator.steps.context import (
+    StepContext,
+    StepFailed,
+    StepResult,
+    connect,
+)
+
+ROLLBACK_REPOSITORY = "moonmind-rollback"
+
+
+def build(ctx: StepContext) -> StepResult:
+    svc = ctx.service
+    params = ctx.params(BuildParameters)
+    engine = connect()
+    try:
+        repository = f"{ROLLBACK_REPOSITORY}/{svc.project}-{svc.service}"
+        tag = ctx.run_id.hex[:12]
+        # A redelivered build must not re-tag its own new image as "the previous one".
+        old_image = engine.image_id(f"{repository}:{tag}")
+        if old_image is None:
+            old_image = engine.image_id(params.image)
+            if old_image:
+                engine.tag_image(old_image, repository, tag)
+        rollback_ref = f"{repository}:{tag}" if old_image else None
+        with ctx.log(StepName.BUILD, "build.log", type=ArtifactType.BUILD_LOG) as out:
+            out(f"$ {' '.join(params.argv)}")
+            code = svc.compose().build(svc.service, out)
+            out(f"exit code {code}")
+        new_image = engine.image_id(params.image)
+    finally:
+        engine.close()
+    result = {"old_image": old_image, "new_image": new_image, "rollback_image": rollback_ref}
+    if code != 0:
+        raise StepFailed(
+            f"build of {svc.service} failed (exit {code}); see build.log", result=result
+        )
+    return StepResult(f"built {params.image} ({(new_image or '?')[:19]})", result)

@@ -1,0 +1,59 @@
+"""Pre-images: the exact bytes of every file a patch touches, kept before it is written.
+
+They are what the rollback (and a patch step delivered again after its worker died)
+writes back. The manifest says, per path, whether the file existed, its mode and sha256.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from moonmind.workflows.orchestrator.adapters import workspace as ws
+from moonmind.workflows.orchestrator.enums import ArtifactType
+from moonmind.workflows.orchestrator.steps.context import StepContext
+
+MANIFEST = "pre-images/manifest.json"
+
+
+def save(ctx: StepContext, before: ws.Snapshot, paths: Iterable[str]) -> None:
+    manifest = {}
+    for path in paths:
+        state = before.get(path)
+        manifest[path] = {"existed": state.exists, "mode": state.mode, "sha256": state.sha256}
+        if state.exists and state.data is not None:
+            ctx.save(
+                f"pre-images/{path}", state.data, type=ArtifactType.PRE_IMAGE, kind="pre_image"
+            )
+    ctx.save(
+        MANIFEST,
+        json.dumps(manifest, indent=2).encode(),
+        type=ArtifactType.PRE_IMAGE,
+        kind="pre_image_manifest",
+        content_type="application/json",
+    )
+
+
+def manifest(ctx: StepContext) -> dict[str, dict[str, Any]]:
+    """The recorded manifest ({} when nothing was kept yet)."""
+    try:
+        return dict(json.loads(ctx.store.resolve(ctx.run_id, MANIFEST).read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def restore(ctx: StepContext, out: Callable[[str], None]) -> list[str]:
+    """Write back the kept bytes; remove files that did not exist before. The paths."""
+    root = ctx.workspace
+    restored: list[str] = []
+    for path, meta in sorted(manifest(ctx).items()):
+        if meta["existed"]:
+            data = ctx.store.resolve(ctx.run_id, f"pre-images/{path}").read_bytes()
+            ws.write_file(root, path, data)
+            out(f"restored {path} ({meta['sha256'][:12]})")
+        elif (root / path).exists() or (root / path).is_symlink():
+            ws.remove_file(root, path)
+            out(f"removed {path} (did not exist before)")
+        restored.append(path)
+    return restored

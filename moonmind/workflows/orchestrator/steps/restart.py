@@ -1,0 +1,58 @@
+"""Restart: `compose up -d --no-deps` the service; no other service may be disturbed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from moonmind.workflows.orchestrator.enums import ArtifactType, StepName
+from moonmind.workflows.orchestrator.plan import RestartParameters
+from moonmind.workflows.orchestrator.steps.context import (
+    StepContext,
+    StepFailed,
+    StepResult,
+    connect,
+)
+
+Snapshot = dict[str, tuple[str, str]]  # service -> (container id, started at)
+
+
+def _write(out: Callable[[str], None], label: str, snapshot: Snapshot) -> None:
+    for service, (cid, started) in sorted(snapshot.items()):
+        out(f"{label} {service}: container {cid[:12]} started {started}")
+
+
+def restart(ctx: StepContext) -> StepResult:
+    svc = ctx.service
+    name = svc.service
+    params = ctx.params(RestartParameters)
+    engine = connect()
+    try:
+        before = engine.services_snapshot(svc.project)
+        with ctx.log(StepName.RESTART, "restart.log", type=ArtifactType.RESTART_LOG) as out:
+            _write(out, "before", before)
+            out(f"$ {' '.join(params.argv)}")
+            code = svc.compose().up_no_deps(name, out)
+            out(f"exit code {code}")
+            after = engine.services_snapshot(svc.project)
+            _write(out, "after", after)
+            disturbed = sorted(
+                s for s, state in before.items() if s != name and after.get(s) != state
+            )
+            if disturbed:
+                out(f"other services changed: {', '.join(disturbed)}")
+    finally:
+        engine.close()
+    result = {
+        "before": {s: list(v) for s, v in before.items()},
+        "after": {s: list(v) for s, v in after.items()},
+    }
+    if code != 0:
+        raise StepFailed(
+            f"compose up of {name} failed (exit {code}); see restart.log", result=result
+        )
+    if disturbed:
+        raise StepFailed(f"restart disturbed other services: {', '.join(disturbed)}", result=result)
+    old = before.get(name, ("", ""))[0]
+    new = after.get(name, ("", ""))[0]
+    verb = "recreated" if old != new else "restarted"
+    return StepResult(f"{verb} {name} (container {new[:12]})", result)

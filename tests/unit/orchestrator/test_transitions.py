@@ -1,0 +1,158 @@
+"""The step protocol in the database alone: claim, record, gate, close; no broker, no Docker."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from api_service.db.base import Database, get_database
+from api_service.db.migrate import upgrade
+from moonmind.config import Settings
+from moonmind.workflows.orchestrator import repositories as repo
+from moonmind.workflows.orchestrator import transitions
+from moonmind.workflows.orchestrator.enums import RunStatus, StepName, StepStatus, TaskStateName
+from moonmind.workflows.orchestrator.metrics import Metrics
+from moonmind.workflows.orchestrator.plan import Plan
+from moonmind.workflows.orchestrator.steps import StepFailed, StepResult
+from tests.support.factories import create_run
+
+NO_METRICS = Metrics("", 8125, "")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=f"sqlite:///{tmp_path / 'orchestrator.db'}",
+        artifact_root=tmp_path / "artifacts",
+    )
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Database]:
+    upgrade(settings.database_url)
+    yield get_database(settings.database_url)
+
+
+def _pending_run(db: Database, **kwargs: object) -> uuid.UUID:
+    with db.session() as session:
+        return create_run(session, service=f"svc-{uuid.uuid4().hex[:6]}", **kwargs).id  # type: ignore[arg-type]
+
+
+def _plan(db: Database, run_id: uuid.UUID) -> tuple[RunStatus, Plan, str | None]:
+    with db.session() as session:
+        run = repo.get_run(session, run_id)
+        assert run is not None
+        return run.status, Plan.of(run.action_plan), run.message
+
+
+def test_claim_runs_a_pending_run_and_a_second_delivery_is_dropped(
+    db: Database, settings: Settings
+) -> None:
+    run_id = _pending_run(db)
+    started = transitions.claim(db, settings, StepName.ANALYZE, run_id, "task-1")
+    assert isinstance(started, transitions.Started)
+    assert started.attempt == 1
+    assert started.context.plan.step(StepName.ANALYZE).status == StepStatus.IN_PROGRESS
+    status, plan, _ = _plan(db, run_id)
+    assert status == RunStatus.RUNNING
+    assert plan.step(StepName.ANALYZE).celery_task_id == "task-1"
+    # The heartbeat is fresh and the broker did not say "redelivered": someone is on it.
+    assert transitions.claim(db, settings, StepName.ANALYZE, run_id, "task-1") is None
+    # A redelivery after a worker died takes the step over as attempt 2.
+    again = transitions.claim(db, settings, StepName.ANALYZE, run_id, "task-1", redelivered=True)
+    assert isinstance(again, transitions.Started) and again.attempt == 2
+
+
+def test_success_queues_the_next_step_and_records_it_pending(
+    db: Database, settings: Settings
+) -> None:
+    run_id = _pending_run(db)
+    started = transitions.claim(db, settings, StepName.ANALYZE, run_id, "task-1")
+    assert isinstance(started, transitions.Started)
+    after = transitions.record(db, NO_METRICS, started, StepResult("fine", {"x": 1}), 0.5)
+    assert after.closed is None and after.gated is None
+    assert after.queued is not None and after.queued.step == StepName.PATCH
+    _, plan, _ = _plan(db, run_id)
+    assert plan.step(StepName.ANALYZE).status == StepStatus.SUCCEEDED
+    assert plan.result(StepName.ANALYZE) == {"x": 1}
+    with db.session() as session:
+        row = repo.latest_task_state(session, run_id, StepName.PATCH)
+        assert row is not None and row.state == TaskStateName.PENDING
+        assert row.celery_task_id == after.queued.task_id
+    # The same analyze delivered again is already done: its successor may have been lost.
+    done = transitions.claim(db, settings, StepName.ANALYZE, run_id, "task-1", redelivered=True)
+    assert done == transitions.AlreadyDone(StepName.PATCH)
+    assert transitions.queued_next(db, run_id, StepName.PATCH) == after.queued
+
+
+def test_failure_before_a_patch_closes_the_run_and_skips_the_rest(
+    db: Database, settings: Settings
+) -> None:
+    run_id = _pending_run(db)
+    started = transitions.claim(db, settings, StepName.ANALYZE, run_id, "t")
+    assert isinstance(started, transitions.Started)
+    after = transitions.record(db, NO_METRICS, started, StepFailed("engine down"), 0.1)
+    assert after.closed == transitions.Closed(RunStatus.FAILED, "engine down")
+    status, plan, _ = _plan(db, run_id)
+    assert status == RunStatus.FAILED
+    assert [s.status for s in plan.steps][1:] == [StepStatus.SKIPPED] * 4
+
+
+def test_failure_after_a_patch_queues_the_rollback(db: Database, settings: Settings) -> None:
+    run_id = _pending_run(db, steps=list(StepName))
+    for step in (StepName.ANALYZE, StepName.PATCH):
+        started = transitions.claim(db, settings, step, run_id, f"t-{step}")
+        assert isinstance(started, transitions.Started)
+        transitions.record(db, NO_METRICS, started, StepResult("ok"), 0.1)
+    started = transitions.claim(db, settings, StepName.BUILD, run_id, "t-build")
+    assert isinstance(started, transitions.Started)
+    after = transitions.record(db, NO_METRICS, started, StepFailed("build broke"), 0.1)
+    assert after.queued is not None and after.queued.step == StepName.ROLLBACK
+    status, _, message = _plan(db, run_id)
+    assert status == RunStatus.RUNNING and message == "build broke"
+    started = transitions.claim(db, settings, StepName.ROLLBACK, run_id, after.queued.task_id)
+    assert isinstance(started, transitions.Started)
+    closed = transitions.record(db, NO_METRICS, started, StepResult("restored"), 0.1)
+    assert closed.closed == transitions.Closed(RunStatus.ROLLED_BACK, "build broke; rolled back")
+
+
+def test_a_protected_service_stops_at_its_gate(db: Database, settings: Settings) -> None:
+    run_id = _pending_run(db, protected={"approval_requirement": "pre-run"})
+    started = transitions.claim(db, settings, StepName.ANALYZE, run_id, "t")
+    assert isinstance(started, transitions.Started)
+    after = transitions.record(db, NO_METRICS, started, StepResult("ok"), 0.1)
+    assert after.queued is None and after.gated is not None
+    assert "awaiting approval of this run" in after.gated
+    status, _, _ = _plan(db, run_id)
+    assert status == RunStatus.AWAITING_APPROVAL
+
+
+def test_a_second_run_for_the_same_service_waits_for_the_holder(
+    db: Database, settings: Settings
+) -> None:
+    with db.session() as session:
+        first = create_run(session, service="shared").id
+        second = create_run(session, service="shared").id
+    assert isinstance(
+        transitions.claim(db, settings, StepName.ANALYZE, first, "a"), transitions.Started
+    )
+    waiting = transitions.claim(db, settings, StepName.ANALYZE, second, "b")
+    assert isinstance(waiting, transitions.Waiting)
+    assert waiting.holder == first and waiting.queued.task_id == "b"
+    status, _, message = _plan(db, second)
+    assert status == RunStatus.PENDING and message == f"waiting for run {first}, which holds shared"
+
+
+def test_a_plan_that_ends_early_closes_the_run_after_its_last_step(
+    db: Database, settings: Settings
+) -> None:
+    """A plan of analyze alone (what a diagnosis-only run stores) ends after analyze."""
+    run_id = _pending_run(db, steps=[StepName.ANALYZE])
+    started = transitions.claim(db, settings, StepName.ANALYZE, run_id, "t")
+    assert isinstance(started, transitions.Started)
+    after = transitions.record(db, NO_METRICS, started, StepResult("diagnosed"), 0.1)
+    assert after.queued is None
+    assert after.closed == transitions.Closed(RunStatus.SUCCEEDED, "diagnosed")
