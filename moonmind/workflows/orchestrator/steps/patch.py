@@ -7,23 +7,69 @@ files are kept, and any change outside the allow-list undoes the whole patch.
 from __future__ import annotations
 
 import hashlib
+import os
+from pathlib import Path
 
 from moonmind.workflows.orchestrator.adapters import workspace as ws
 from moonmind.workflows.orchestrator.adapters.agent import build_agent_argv, run_agent
 from moonmind.workflows.orchestrator.diagnosis import Signature, derive_rule_edits
 from moonmind.workflows.orchestrator.enums import ArtifactType, StepName
+from moonmind.workflows.orchestrator.paths import GIT_DIR
 from moonmind.workflows.orchestrator.plan import PatchParameters
 from moonmind.workflows.orchestrator.steps import preimages
 from moonmind.workflows.orchestrator.steps.context import StepContext, StepFailed, StepResult
 
 
-def _check_allowed(paths: list[str], allow: list[str]) -> None:
-    denied = [p for p in paths if not ws.is_allowed(p, allow)]
-    if denied:
-        raise StepFailed(
-            f"patch touches files outside the allow-list: {', '.join(sorted(denied))}",
-            rollback=False,
-        )
+def _check_allowed(root: Path, paths: list[str], allow: list[str]) -> None:
+    """Refuse paths before anything is written, with the reasons the post-check would give."""
+    violations = ws.validate_changes(root, [ws.Change(p, "modified") for p in paths], allow)
+    if violations:
+        listing = ", ".join(sorted({f"{v.path} ({v.reason})" for v in violations}))
+        raise StepFailed(f"patch touches files outside the allow-list: {listing}", rollback=False)
+
+
+# Files in .git that decide what git runs or how it reads the tree (hooks, fsmonitor,
+# filters, excludes). The workspace snapshot skips .git, so an agent's edits there are
+# compared here instead; objects, refs and the index are left alone (git itself may
+# rewrite them when an agent merely looks at the repository).
+_GIT_CONTROL = ("config", "hooks", "info")
+
+
+def _git_control(root: Path) -> ws.Snapshot:
+    git_dir = root / GIT_DIR
+    files: dict[str, ws.FileState] = {}
+    dirs: set[str] = set()
+    if git_dir.is_dir() and not git_dir.is_symlink():
+        for name in _GIT_CONTROL:
+            top = git_dir / name
+            if top.is_dir() and not top.is_symlink():
+                dirs.add(name)
+                for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+                    base = Path(dirpath)
+                    for entry in [*dirnames, *filenames]:
+                        rel = (base / entry).relative_to(git_dir).as_posix()
+                        state = ws.FileState.read(base / entry)
+                        if state.exists:
+                            files[rel] = state
+                        elif (base / entry).is_dir():
+                            dirs.add(rel)
+            else:
+                state = ws.FileState.read(top)
+                if state.exists:
+                    files[name] = state
+    return ws.Snapshot(root=git_dir, files=files, dirs=frozenset(dirs))
+
+
+def _undo_git_changes(before: ws.Snapshot) -> None:
+    """Put .git's control files back as they were; StepFailed naming what was changed."""
+    changed = ws.changes(before, _git_control(before.root.parent))
+    if not changed:
+        return
+    ws.restore(before.root, before, changed)
+    listing = "; ".join(
+        f"{GIT_DIR}/{c.path}: {ws.never_patchable_reason(f'{GIT_DIR}/{c.path}')}" for c in changed
+    )
+    raise StepFailed(f"patch rejected, workspace restored: {listing}", rollback=False)
 
 
 def _operator_patch(ctx: StepContext, before: ws.Snapshot, allow: list[str]) -> bool:
@@ -31,7 +77,7 @@ def _operator_patch(ctx: StepContext, before: ws.Snapshot, allow: list[str]) -> 
     root = ctx.workspace
     try:
         paths = ws.patch_paths(root, ctx.requested_patch)
-        _check_allowed(paths, allow)
+        _check_allowed(root, paths, allow)
         preimages.save(ctx, before, paths)
         ws.apply_patch(root, ctx.requested_patch)
     except ws.WorkspaceError as exc:
@@ -53,7 +99,7 @@ def _rules(ctx: StepContext, before: ws.Snapshot, allow: list[str]) -> bool:
     if not edits:
         return False
     paths = [edit.path for edit in edits]
-    _check_allowed(paths, allow)
+    _check_allowed(ctx.workspace, paths, allow)
     preimages.save(ctx, before, paths)
     for edit in edits:
         ws.write_file(ctx.workspace, edit.path, edit.new_data)
@@ -66,6 +112,7 @@ def _agent(ctx: StepContext, before: ws.Snapshot, allow: list[str]) -> bool:
     argv = build_agent_argv(
         ctx.agent_template, instruction=ctx.instruction, analysis_path=analysis, workspace=root
     )
+    git_before = _git_control(root)
     outcome = run_agent(argv, cwd=root, timeout=ctx.agent_timeout_s)
     ctx.save(
         "agent.log",
@@ -73,6 +120,7 @@ def _agent(ctx: StepContext, before: ws.Snapshot, allow: list[str]) -> bool:
         type=ArtifactType.AGENT_LOG,
         kind="agent_log",
     )
+    _undo_git_changes(git_before)
     if outcome.timed_out:
         raise StepFailed(f"patch agent timed out after {ctx.agent_timeout_s:.0f}s")
     return True

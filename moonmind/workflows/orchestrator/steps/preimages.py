@@ -12,7 +12,8 @@ from typing import Any
 
 from moonmind.workflows.orchestrator.adapters import workspace as ws
 from moonmind.workflows.orchestrator.enums import ArtifactType
-from moonmind.workflows.orchestrator.steps.context import StepContext
+from moonmind.workflows.orchestrator.paths import UnsafePathError, checked_target
+from moonmind.workflows.orchestrator.steps.context import StepContext, StepFailed
 
 MANIFEST = "pre-images/manifest.json"
 
@@ -44,10 +45,27 @@ def manifest(ctx: StepContext) -> dict[str, dict[str, Any]]:
 
 
 def restore(ctx: StepContext, out: Callable[[str], None]) -> list[str]:
-    """Write back the kept bytes; remove files that did not exist before. The paths."""
+    """Write back the kept bytes; remove files that did not exist before. The paths.
+
+    Every path is checked before anything is touched, so a manifest naming a path that
+    may never be written (or reading a pre-image from outside the store) restores nothing.
+    """
     root = ctx.workspace
+    recorded = manifest(ctx)
+    refused = []
+    for path in sorted(recorded):
+        try:
+            checked_target(root, path)  # the rule write_file/remove_file apply, checked up front
+        except UnsafePathError as exc:
+            refused.append(f"{path}: {exc.reason}")
+    if refused:
+        raise StepFailed(
+            f"pre-image manifest names paths that are never written, nothing restored: "
+            f"{'; '.join(refused)}",
+            rollback=False,
+        )
     restored: list[str] = []
-    for path, meta in sorted(manifest(ctx).items()):
+    for path, meta in sorted(recorded.items()):
         if meta["existed"]:
             data = ctx.store.resolve(ctx.run_id, f"pre-images/{path}").read_bytes()
             ws.write_file(root, path, data)
