@@ -104,6 +104,13 @@ class Settings(BaseSettings):
             "ORCHESTRATOR_STALE_AFTER_SECONDS", "orchestrator_stale_after_seconds"
         ),
     )
+    rollback_tags_keep: int = Field(
+        default=3,
+        ge=1,
+        validation_alias=AliasChoices(
+            "ORCHESTRATOR_ROLLBACK_TAGS_KEEP", "orchestrator_rollback_tags_keep"
+        ),
+    )
     sweep_interval_seconds: float = Field(
         default=30.0,
         gt=0,

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-TERMINAL = ("succeeded", "failed", "rolled_back")
+TERMINAL = ("succeeded", "failed", "rolled_back", "cancelled")
 # The API sends a keep-alive comment at least this often, so a silent stream is a dead one.
 READ_TIMEOUT_S = 60.0
 

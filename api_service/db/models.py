@@ -112,6 +112,10 @@ class OrchestratorRun(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Set by POST .../cancel on a running run; its worker stops at the next safe point.
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
     metrics_snapshot: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     missing_artifacts: Mapped[list[str]] = mapped_column(JSON, default=list)

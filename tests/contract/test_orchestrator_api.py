@@ -725,6 +725,43 @@ class TestRetry:
         assert "failed or rolled_back" in response.json()["remediation"]
 
 
+class TestCancel:
+    async def test_pending_run_ends_cancelled_at_once(
+        self, client: httpx.AsyncClient, db: Database
+    ) -> None:
+        run_id = _run_with(db, RunStatus.PENDING)
+        response = await client.post(f"/orchestrator/runs/{run_id}/cancel")
+        assert response.status_code == 202, response.text
+        assert_conforms(response.json(), "/orchestrator/runs/{run_id}/cancel", "post", 202)
+        assert response.json()["status"] == "cancelled"
+        assert response.json()["completed_at"] is not None
+        listed = await client.get("/orchestrator/runs", params={"status": "cancelled"})
+        assert str(run_id) in {run["run_id"] for run in listed.json()["runs"]}
+
+    async def test_ended_run_is_409_cancel_rejected(
+        self, client: httpx.AsyncClient, seeded: Seeded
+    ) -> None:
+        response = await client.post(f"/orchestrator/runs/{seeded.finished_run}/cancel")
+        assert response.status_code == 409
+        assert_conforms(response.json(), "/orchestrator/runs/{run_id}/cancel", "post", 409)
+        assert response.json()["error"] == "cancel_rejected"
+
+    async def test_running_run_is_asked_to_stop(
+        self, client: httpx.AsyncClient, db: Database
+    ) -> None:
+        run_id = _run_with(db, RunStatus.RUNNING)
+        response = await client.post(f"/orchestrator/runs/{run_id}/cancel")
+        assert response.status_code == 202
+        assert response.json()["status"] == "running"  # the worker stops it at a safe point
+        detail = (await client.get(f"/orchestrator/runs/{run_id}")).json()
+        assert detail["metrics_snapshot"]["cancel_requested"]["at"]
+
+    async def test_unknown_run_is_404(self, client: httpx.AsyncClient) -> None:
+        response = await client.post(f"/orchestrator/runs/{uuid.uuid4()}/cancel")
+        assert response.status_code == 404
+        assert_conforms(response.json(), "/orchestrator/runs/{run_id}/cancel", "post", 404)
+
+
 class TestApprovalCodes:
     async def test_conflict_says_approval_rejected(
         self, client: httpx.AsyncClient, seeded: Seeded

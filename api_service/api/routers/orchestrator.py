@@ -28,7 +28,12 @@ from moonmind.workflows.orchestrator import repositories, serializers
 from moonmind.workflows.orchestrator.enums import RunStatus
 from moonmind.workflows.orchestrator.errors import ArtifactMissing, ArtifactNotFound, RunNotFound
 from moonmind.workflows.orchestrator.events import RunFollower
-from moonmind.workflows.orchestrator.service import approve_run, retry_run, submit_run
+from moonmind.workflows.orchestrator.service import (
+    approve_run,
+    cancel_run,
+    retry_run,
+    submit_run,
+)
 from moonmind.workflows.orchestrator.storage import ArtifactPathError, ArtifactStore
 
 router = APIRouter(prefix="/orchestrator", tags=["orchestrator-runs"])
@@ -179,3 +184,11 @@ def retry(
 ) -> RunSummary:
     """Replay a failed or rolled-back run from its failing step (or an earlier one)."""
     return serializers.run_summary(retry_run(settings, db, run_id, body or RetryRequest()))
+
+
+@router.post(
+    "/runs/{run_id}/cancel", status_code=202, response_model=RunSummary, responses=_CONFLICTS
+)
+def cancel(run_id: uuid.UUID, settings: SettingsDep, db: DatabaseDep) -> RunSummary:
+    """End a run: at once when nothing runs, else at its next safe point, after a rollback."""
+    return serializers.run_summary(cancel_run(settings, db, run_id))

@@ -101,6 +101,13 @@ class RetryConflict(RunConflict):
     remediation = "Only failed or rolled_back runs can be retried; see the run's steps."
 
 
+class CancelConflict(RunConflict):
+    """A cancel the run cannot take: it has already ended."""
+
+    code = "cancel_rejected"
+    remediation = "Only pending, awaiting_approval or running runs can be cancelled."
+
+
 class ArtifactNotFound(OrchestratorError):
     """No such artifact in this run (or its recorded path is not a valid one)."""
 

@@ -23,6 +23,7 @@ from api_service.db.models import (
     utcnow,
 )
 from moonmind.workflows.orchestrator.enums import (
+    TERMINAL_STATUSES,
     ArtifactType,
     PlanAuthor,
     Priority,
@@ -203,7 +204,7 @@ def transition_run(
     if new == RunStatus.RUNNING:
         # Resuming after an approval keeps the time the run first started.
         values["started_at"] = func.coalesce(OrchestratorRun.started_at, now)
-    if new in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.ROLLED_BACK):
+    if new in TERMINAL_STATUSES:
         values["completed_at"] = now
     if message is not None:
         values["message"] = message
@@ -225,6 +226,12 @@ def touch_heartbeat(session: Session, run_id: uuid.UUID) -> bool:
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def cancel_requested(session: Session, run_id: uuid.UUID) -> bool:
+    """Whether someone asked to cancel the run (the worker polls this while a step runs)."""
+    stmt = select(OrchestratorRun.cancel_requested_at).where(OrchestratorRun.id == run_id)
+    return session.scalar(stmt) is not None
 
 
 def update_step(session: Session, run: OrchestratorRun, name: StepName, **changes: Any) -> PlanStep:
@@ -357,3 +364,17 @@ def note_missing_artifact(session: Session, run: OrchestratorRun, name: str) -> 
         run.missing_artifacts = [*(run.missing_artifacts or []), name]
         flag_modified(run, "missing_artifacts")
         session.flush()
+
+
+def service_runs(session: Session, project: str, service: str) -> list[OrchestratorRun]:
+    """Every run of one compose service, newest first (rollback tags are pruned by these)."""
+    stmt = (
+        select(OrchestratorRun)
+        .where(OrchestratorRun.target_service == service)
+        .order_by(OrchestratorRun.queued_at.desc(), OrchestratorRun.id.desc())
+    )
+    return [
+        run
+        for run in session.scalars(stmt).unique()
+        if context_of(run.action_plan).project == project
+    ]

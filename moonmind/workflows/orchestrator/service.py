@@ -14,7 +14,7 @@ from api_service.db.base import Database
 from api_service.db.models import OrchestratorRun
 from moonmind.config import Settings
 from moonmind.schemas.workflow_models import ApprovalRequest, RetryRequest, RunCreate
-from moonmind.workflows.orchestrator import policies
+from moonmind.workflows.orchestrator import cancellation, policies
 from moonmind.workflows.orchestrator import repositories as repo
 from moonmind.workflows.orchestrator.action_plan import (
     build_plan,
@@ -281,6 +281,20 @@ def _resume_step(status: RunStatus, plan: Plan, asked: str | None) -> StepName:
             f"resume from {default.value} or earlier"
         )
     return step
+
+
+def cancel_run(
+    settings: Settings, db: Database, run_id: uuid.UUID, *, cancelled_by: str | None = None
+) -> OrchestratorRun:
+    """Cancel a run: at once when idle, at the worker's next safe point when running."""
+    with db.session() as session:
+        run = repo.get_run(session, run_id, for_update=True)
+        if run is None:
+            raise RunNotFound(run_id)
+        queued = cancellation.request_cancel(session, run, by=cancelled_by)
+    if queued is not None:
+        enqueue(settings, queued)
+    return _reload(db, run_id)
 
 
 def _reload(db: Database, run_id: uuid.UUID) -> OrchestratorRun:

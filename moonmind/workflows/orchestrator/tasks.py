@@ -24,6 +24,8 @@ from moonmind.config import get_settings
 from moonmind.utils.logging import log_event
 from moonmind.workflows.orchestrator import repositories as repo
 from moonmind.workflows.orchestrator import transitions
+from moonmind.workflows.orchestrator.adapters.process import ChildScope, step_scope
+from moonmind.workflows.orchestrator.cleanup import prune_rollback_tags
 from moonmind.workflows.orchestrator.dispatch import TASK_NAMES, enqueue, producer
 from moonmind.workflows.orchestrator.enums import StepName
 from moonmind.workflows.orchestrator.metrics import Metrics, metrics_from_settings
@@ -33,6 +35,7 @@ from moonmind.workflows.orchestrator.sweeper import SweeperThread, sweep_once
 log = logging.getLogger("moonmind.orchestrator")
 
 WAIT_SECONDS = 3.0  # how soon a step waiting for its service's lock is delivered again
+CANCEL_POLL_SECONDS = 1.0  # how soon a running step notices that its run was cancelled
 
 app = producer(get_settings())
 
@@ -48,15 +51,25 @@ def _metrics() -> Metrics:
 
 
 @contextmanager
-def _heartbeat(db: Database, run_id: uuid.UUID, every_s: float) -> Iterator[None]:
-    """Keep the run's heartbeat fresh while a long step (a build) works."""
+def _heartbeat(
+    db: Database, run_id: uuid.UUID, every_s: float, children: ChildScope | None = None
+) -> Iterator[None]:
+    """Keep the run's heartbeat fresh while a long step (a build) works.
+
+    With ``children``, also watch for a cancel of the run: its step's child processes
+    (the build, the agent) are killed as soon as one is seen."""
     stop = threading.Event()
 
     def beat() -> None:
-        while not stop.wait(every_s):
+        last = time.monotonic()
+        while not stop.wait(min(every_s, CANCEL_POLL_SECONDS)):
             try:
                 with db.session() as session:
-                    repo.touch_heartbeat(session, run_id)
+                    if children is not None and repo.cancel_requested(session, run_id):
+                        children.stop()
+                    if time.monotonic() - last >= every_s:
+                        repo.touch_heartbeat(session, run_id)
+                        last = time.monotonic()
             except Exception:  # a missed beat is only a missed beat
                 log.debug("heartbeat for %s failed", run_id, exc_info=True)
 
@@ -71,8 +84,21 @@ def _heartbeat(db: Database, run_id: uuid.UUID, every_s: float) -> Iterator[None
 
 def _run_step(step: StepName, started: transitions.Started, every_s: float) -> StepOutcome:
     """The step function's result, or the failure that ends it; never an exception."""
+    if started.cancel_requested:
+        return StepFailed("cancelled before it started")
+    with step_scope() as children:
+        watched = children if step != StepName.ROLLBACK else None  # a rollback is never cut
+        outcome = _call_step(step, started, every_s, watched)
+    if not children.stopped.is_set() or step == StepName.PATCH:
+        return outcome  # a patch that went in stays recorded: the rollback takes it out
+    return StepFailed(f"cancelled: {outcome.message}", result=outcome.result)
+
+
+def _call_step(
+    step: StepName, started: transitions.Started, every_s: float, children: ChildScope | None
+) -> StepOutcome:
     try:
-        with _heartbeat(_database(), started.context.run_id, every_s):
+        with _heartbeat(_database(), started.context.run_id, every_s, children):
             return STEP_FUNCTIONS[step](started.context)
     except StepFailed as exc:
         return exc
@@ -119,6 +145,7 @@ def execute_step(
             status=after.closed.status.value,
             message=after.closed.message,
         )
+        prune_rollback_tags(db, settings.rollback_tags_keep, run_id)
     if after.gated is not None:
         log_event(run_id, "run", "approval_required", message=after.gated)
     if after.queued is not None:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from api_service.db.base import Database
 from api_service.db.models import OrchestratorRun
 from moonmind.config import Settings
-from moonmind.workflows.orchestrator import policies
+from moonmind.workflows.orchestrator import cancellation, policies
 from moonmind.workflows.orchestrator import repositories as repo
 from moonmind.workflows.orchestrator.dispatch import QueuedStep, new_task_id
 from moonmind.workflows.orchestrator.enums import (
@@ -54,6 +54,7 @@ class Started:
     context: StepContext
     queued: QueuedStep
     attempt: int
+    cancel_requested: bool = False  # the run was cancelled: do not start the work
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,8 @@ def claim(
             celery_task_id=task_id,
         )
         repo.touch_heartbeat(session, run_id)
-        return Started(_context(settings, run), queued, attempt)
+        cancelled = run.cancel_requested_at is not None and step != StepName.ROLLBACK
+        return Started(_context(settings, run), queued, attempt, cancelled)
 
 
 def _take_service(session: Session, run: OrchestratorRun) -> uuid.UUID | None:
@@ -288,18 +290,10 @@ def _emit_step_metrics(
 def _decide(
     session: Session, run: OrchestratorRun, step: StepName, outcome: StepOutcome, metrics: Metrics
 ) -> Recorded:
-    failed = isinstance(outcome, StepFailed)
     if step == StepName.ROLLBACK:
-        reason = run.message or "a step failed"
-        if failed:
-            return _close(
-                session,
-                run,
-                RunStatus.FAILED,
-                f"{reason}; rollback failed: {outcome.message}",
-                metrics,
-            )
-        return _close(session, run, RunStatus.ROLLED_BACK, f"{reason}; rolled back", metrics)
+        return _after_rollback(session, run, outcome, metrics)
+    if run.cancel_requested_at is not None:
+        return _after_cancel(session, run, step, metrics)
     if isinstance(outcome, StepFailed):
         if outcome.rollback and Plan.of(run.action_plan).succeeded(StepName.PATCH):
             run.message = outcome.message
@@ -315,6 +309,37 @@ def _decide(
     if gated is not None:
         return Recorded(gated=gated)
     return Recorded(queued=_queued(run, nxt))
+
+
+UNVERIFIED = "rollback_unverified"
+
+
+def _after_rollback(
+    session: Session, run: OrchestratorRun, outcome: StepOutcome, metrics: Metrics
+) -> Recorded:
+    """A rollback that failed, or did not bring a healthy service back, fails the run."""
+    reason = run.message or "a step failed"
+    if isinstance(outcome, StepFailed):
+        detail = outcome.message
+        if not detail.startswith(UNVERIFIED):
+            detail = f"rollback failed: {detail}"
+        return _close(session, run, RunStatus.FAILED, f"{reason}; {detail}", metrics)
+    if run.cancel_requested_at is not None:
+        return _close(session, run, RunStatus.CANCELLED, f"{reason}; {outcome.message}", metrics)
+    return _close(session, run, RunStatus.ROLLED_BACK, f"{reason}; rolled back", metrics)
+
+
+def _after_cancel(
+    session: Session, run: OrchestratorRun, step: StepName, metrics: Metrics
+) -> Recorded:
+    """A cancelled run rolls back what it changed, or ends at once if it changed nothing."""
+    if cancellation.needs_rollback(Plan.of(run.action_plan)):
+        run.message = f"cancelled during {step.value}"
+        session.flush()
+        return Recorded(queued=_queued(run, StepName.ROLLBACK))
+    _skip_pending(session, run)
+    message = f"cancelled during {step.value}; nothing had been changed"
+    return _close(session, run, RunStatus.CANCELLED, message, metrics)
 
 
 def _queued(run: OrchestratorRun, step: StepName) -> QueuedStep:

@@ -19,7 +19,7 @@ from tests.support.processes import Process, start_api, start_worker
 from tests.support.stack import Stack, compose, compose_down, make_stack
 from tests.support.statsd import StatsdSink
 
-TERMINAL = {"succeeded", "failed", "rolled_back"}
+TERMINAL = {"succeeded", "failed", "rolled_back", "cancelled"}
 
 
 def git_commit_all(root: Path, message: str) -> None:

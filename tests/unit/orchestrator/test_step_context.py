@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 from moonmind.utils.redaction import Redactor
@@ -35,9 +34,7 @@ def test_streamed_log_lines_are_redacted_on_disk_and_for_listeners(tmp_path: Pat
 def test_storage_failure_is_noted_not_raised(tmp_path: Path) -> None:
     ctx = _context(tmp_path)
     (tmp_path / "artifacts").write_text("a file where the artifact root should be")
-    assert (
-        ctx.save("analysis.json", b"{}", type=ArtifactType.ANALYSIS, kind="analysis") is None
-    )
+    assert ctx.save("analysis.json", b"{}", type=ArtifactType.ANALYSIS, kind="analysis") is None
     with ctx.log(StepName.VERIFY, "verify.log", type=ArtifactType.VERIFY_LOG) as out:
         out("probe #1 ok")
     assert ctx.missing == ["analysis.json", "verify.log"]

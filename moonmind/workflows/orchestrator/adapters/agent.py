@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from moonmind.workflows.orchestrator.adapters.process import child_preexec, kill_group
+from moonmind.workflows.orchestrator.adapters.process import child_preexec, kill_group, tracked
 
 PLACEHOLDERS = ("{instruction}", "{analysis}", "{workspace}")
 KILL_GRACE_S = 2.0
@@ -110,11 +110,12 @@ def run_agent(
     except OSError as exc:
         return AgentResult(NOT_FOUND_RC, f"cannot start agent: {exc}", False, 0.0)
     timed_out = False
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        timed_out = True
-        out = _collect_after_kill(proc, exc.output or b"")
+    with tracked(proc):
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            timed_out = True
+            out = _collect_after_kill(proc, exc.output or b"")
     duration = time.monotonic() - started
     text = (out or b"").decode("utf-8", "replace")
     return AgentResult(proc.returncode, text, timed_out, duration)

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from moonmind.workflows.orchestrator.adapters.process import child_preexec, kill_group
+from moonmind.workflows.orchestrator.adapters.process import child_preexec, kill_group, tracked
 
 LineSink = Callable[[str], None]
 
@@ -145,7 +145,8 @@ class Compose:
             )
         except OSError as exc:
             raise ComposeError(f"cannot run {argv[0]!r}: {exc}; {_REMEDIATION}") from exc
-        return _pump(proc, argv, on_line, timeout_s)
+        with tracked(proc):
+            return _pump(proc, argv, on_line, timeout_s)
 
     def _capture(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run a short compose command and capture its output whole."""

@@ -172,6 +172,15 @@ class Engine:
         if not ok:
             raise EngineError(f"engine refused to tag {image_id} as {repository}:{tag}")
 
+    def repository_tags(self, repository: str) -> list[str]:
+        """The tags the engine holds for one repository (e.g. a service's rollback points)."""
+        with _engine_call(f"list images of {repository}"):
+            images = self._client.images.list(name=repository)
+        prefix = f"{repository}:"
+        return sorted(
+            {tag[len(prefix) :] for image in images for tag in image.tags if tag.startswith(prefix)}
+        )
+
     def remove_image(self, ref: str, *, force: bool = False) -> None:
         """Drop an image or tag (e.g. an obsolete rollback tag); missing is not an error."""
         with _engine_call(f"remove image {ref}"):

@@ -31,6 +31,13 @@ def _probe(params: AnalyzeParameters) -> dict[str, Any] | None:
     }
 
 
+def was_healthy(info: ContainerInfo | None, probe: Any) -> bool:
+    """Before the run: the container runs and, with a health URL, one quick probe answered.
+
+    A rollback must bring a service that was healthy back to health (see steps/rollback)."""
+    return info is not None and info.status == "running" and (probe is None or bool(probe["ok"]))
+
+
 def analyze(ctx: StepContext) -> StepResult:
     svc = ctx.service
     params = ctx.params(AnalyzeParameters)
@@ -50,6 +57,7 @@ def analyze(ctx: StepContext) -> StepResult:
         "signatures": [asdict(sig) for sig in signatures],
         "log_lines": len(logs.splitlines()),
     }
+    analysis["healthy_before"] = was_healthy(info, analysis["health_probe"])
     ctx.save(
         "analysis.json",
         json.dumps(analysis, indent=2).encode(),

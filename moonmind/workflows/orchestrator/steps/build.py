@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from moonmind.workflows.orchestrator.enums import ArtifactType, StepName
 from moonmind.workflows.orchestrator.plan import BuildParameters
 from moonmind.workflows.orchestrator.steps.context import (
@@ -14,13 +16,18 @@ from moonmind.workflows.orchestrator.steps.context import (
 ROLLBACK_REPOSITORY = "moonmind-rollback"
 
 
+def rollback_tag(run_id: uuid.UUID) -> str:
+    """The tag under which a run keeps the image its build replaces."""
+    return run_id.hex[:12]
+
+
 def build(ctx: StepContext) -> StepResult:
     svc = ctx.service
     params = ctx.params(BuildParameters)
     engine = connect()
     try:
         repository = f"{ROLLBACK_REPOSITORY}/{svc.project}-{svc.service}"
-        tag = ctx.run_id.hex[:12]
+        tag = rollback_tag(ctx.run_id)
         # A redelivered build must not re-tag its own new image as "the previous one".
         old_image = engine.image_id(f"{repository}:{tag}")
         if old_image is None:

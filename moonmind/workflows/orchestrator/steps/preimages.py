@@ -6,8 +6,11 @@ writes back. The manifest says, per path, whether the file existed, its mode and
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from moonmind.workflows.orchestrator.adapters import workspace as ws
@@ -44,6 +47,18 @@ def manifest(ctx: StepContext) -> dict[str, dict[str, Any]]:
         return {}
 
 
+def _check_restored(full: Path, path: str, meta: dict[str, Any]) -> None:
+    """The written file gets its recorded mode back and must hash to the recorded sha256."""
+    if meta.get("mode") is not None:
+        os.chmod(full, int(meta["mode"]))
+    digest = hashlib.sha256(full.read_bytes()).hexdigest()
+    if digest != meta["sha256"]:
+        raise StepFailed(
+            f"restored {path} hashes to {digest}, not the recorded {meta['sha256']}",
+            rollback=False,
+        )
+
+
 def restore(ctx: StepContext, out: Callable[[str], None]) -> list[str]:
     """Write back the kept bytes; remove files that did not exist before. The paths.
 
@@ -69,7 +84,8 @@ def restore(ctx: StepContext, out: Callable[[str], None]) -> list[str]:
         if meta["existed"]:
             data = ctx.store.resolve(ctx.run_id, f"pre-images/{path}").read_bytes()
             ws.write_file(root, path, data)
-            out(f"restored {path} ({meta['sha256'][:12]})")
+            _check_restored(root / path, path, meta)
+            out(f"restored {path} (sha256 {meta['sha256'][:12]} checked, mode {meta['mode']:o})")
         elif (root / path).exists() or (root / path).is_symlink():
             ws.remove_file(root, path)
             out(f"removed {path} (did not exist before)")

@@ -1,10 +1,13 @@
-"""Rollback: put back the pre-image bytes and, if a new image was built, the previous one."""
+"""Rollback: put back the pre-image bytes and, if a new image was built, the previous one;
+then show the service is as healthy as it was before the run."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from moonmind.workflows.orchestrator.enums import ArtifactType, StepName
+from moonmind.workflows.orchestrator.plan import VerifyParameters
 from moonmind.workflows.orchestrator.steps import preimages
 from moonmind.workflows.orchestrator.steps.context import (
     StepContext,
@@ -12,6 +15,9 @@ from moonmind.workflows.orchestrator.steps.context import (
     StepResult,
     connect,
 )
+from moonmind.workflows.orchestrator.steps.verify import service_checks
+
+UNVERIFIED = "rollback_unverified"
 
 
 def split_ref(ref: str) -> tuple[str, str]:
@@ -40,6 +46,40 @@ def _restore_image(ctx: StepContext, image_ref: str, out: Callable[[str], None])
         engine.close()
 
 
+def _verify_restored(ctx: StepContext, out: Callable[[str], None]) -> tuple[str, dict[str, Any]]:
+    """Run verify's container and HTTP checks again when the service was healthy before.
+
+    A service that was broken before the run is only shown to be as it was: the image
+    its container runs and the checksums of the files written back."""
+    svc = ctx.service
+    healthy_before = ctx.result_of(StepName.ANALYZE).get("analysis", {}).get("healthy_before")
+    engine = connect()
+    try:
+        if healthy_before:
+            out(f"{svc.service} was healthy before the run: checking it is healthy again")
+            ok, reason, _ = service_checks(ctx, engine, ctx.params(VerifyParameters), out)
+            if not ok:
+                raise StepFailed(
+                    f"{UNVERIFIED}: {svc.service} was healthy before the run but not after "
+                    f"the rollback: {reason}; see rollback.log",
+                    rollback=False,
+                    result={"verified": False, "reason": reason},
+                )
+            return f"health check passed: {reason}", {"verified": True, "reason": reason}
+        info = engine.container_for(svc.project, svc.service)
+    finally:
+        engine.close()
+    image = info.image_id if info is not None else None
+    files = {path: meta["sha256"] for path, meta in sorted(preimages.manifest(ctx).items())}
+    listed = ", ".join(f"{path} sha256:{sha}" for path, sha in files.items()) or "no files"
+    proof = f"image {image or '(no container)'}; {listed}"
+    out(f"restored to its previous (unhealthy) state: {proof}")
+    return (
+        f"restored to its previous (unhealthy) state: {proof}",
+        {"verified": None, "image_id": image, "files_sha256": files},
+    )
+
+
 def rollback(ctx: StepContext) -> StepResult:
     with ctx.log(StepName.ROLLBACK, "rollback.log", type=ArtifactType.ROLLBACK_LOG) as out:
         restored = preimages.restore(ctx, out)
@@ -51,7 +91,11 @@ def rollback(ctx: StepContext) -> StepResult:
         if swap:
             assert image_ref is not None
             _restore_image(ctx, image_ref, out)
+        state, verification = _verify_restored(ctx, out)
+    done = f"restored {len(restored)} file(s)" + (
+        "; previous image back in service" if swap else ""
+    )
     return StepResult(
-        f"restored {len(restored)} file(s)" + ("; previous image back in service" if swap else ""),
-        {"restored": restored, "image_restored": swap},
+        f"{done}; {state}",
+        {"restored": restored, "image_restored": swap, **verification},
     )

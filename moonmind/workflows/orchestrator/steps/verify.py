@@ -52,7 +52,7 @@ def _health(
     return outcome.ok, reason, len(outcome.attempts)
 
 
-def _checks(
+def service_checks(
     ctx: StepContext, engine: Engine, params: VerifyParameters, out: Callable[[str], None]
 ) -> tuple[bool, str, int]:
     svc = ctx.service
@@ -77,7 +77,7 @@ def verify(ctx: StepContext) -> StepResult:
     engine = connect()
     try:
         with ctx.log(StepName.VERIFY, "verify.log", type=ArtifactType.VERIFY_LOG) as out:
-            ok, reason, attempts = _checks(ctx, engine, params, out)
+            ok, reason, attempts = service_checks(ctx, engine, params, out)
         final = engine.container_for(svc.project, svc.service)
     finally:
         engine.close()
