@@ -116,6 +116,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         body["patch"] = Path(args.patch_file).read_text()
     if args.requested_by:
         body["requested_by"] = args.requested_by
+    if getattr(args, "mode", "fix") == "diagnose":
+        body["mode"] = "diagnose"
     api = args.api.rstrip("/")
     with httpx.Client(timeout=60) as client:
         try:
@@ -139,6 +141,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
             return 0
         status = follow_run(client, api, run_id, show_logs=args.logs)
     return 0 if status == "succeeded" else 1
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    """Queue a diagnosis-only run (nothing is changed) and print what it found."""
+    args.instruction = f"diagnose {args.service}"
+    args.mode, args.follow, args.patch_file, args.requested_by = "diagnose", True, None, None
+    return cmd_submit(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--follow", action="store_true", help="print progress until it ends")
     submit.add_argument("--logs", action="store_true", help="with --follow: log lines too")
     submit.set_defaults(func=cmd_submit)
+
+    diagnose = orch.add_parser("diagnose", help="explain why a service fails; change nothing")
+    diagnose.add_argument("service", help="compose service to diagnose")
+    diagnose.add_argument("--api", default="http://127.0.0.1:8000")
+    diagnose.add_argument("--priority", choices=("normal", "high"), default="normal")
+    diagnose.add_argument("--logs", action="store_true", help="print log lines too")
+    diagnose.set_defaults(func=cmd_diagnose)
 
     worker = orch.add_parser("worker", help="consume the orchestrator queue")
     worker.add_argument("--concurrency", type=int, default=1)

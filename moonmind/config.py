@@ -8,12 +8,13 @@ Per-service overrides live in ``[orchestrator.services.<name>]`` and are kept ap
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -23,6 +24,26 @@ DEFAULT_CONFIG_PATH = "config.toml"
 
 class SettingsError(Exception):
     """A setting has a bad value; the message names it."""
+
+
+class OperatorSignature(BaseModel):
+    """One ``[[orchestrator.signatures]]`` entry: a regex on the crash block, a kind name,
+    and the remediation shown when it matches."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pattern: str = Field(min_length=1)
+    kind: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
+    remediation: str = Field(min_length=1, max_length=2000)
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
 
 
 class Settings(BaseSettings):
@@ -127,6 +148,10 @@ class Settings(BaseSettings):
     statsd_prefix: str = Field(
         default="moonmind.orchestrator",
         validation_alias=AliasChoices("STATSD_PREFIX", "statsd_prefix"),
+    )
+    signatures: tuple[OperatorSignature, ...] = Field(
+        default=(),
+        validation_alias=AliasChoices("ORCHESTRATOR_SIGNATURES", "orchestrator_signatures"),
     )
     service_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
 

@@ -39,6 +39,8 @@ class RunCreate(BaseModel):
     priority: Priority = Priority.NORMAL
     patch: str | None = Field(default=None, max_length=1_000_000)
     requested_by: str | None = Field(default=None, min_length=1, max_length=255)
+    # "diagnose": analyze and explain only; nothing is patched, built or restarted.
+    mode: Literal["fix", "diagnose"] = "fix"
 
     @field_validator("instruction", "target_service")
     @classmethod

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from moonmind.config import Settings
 from moonmind.workflows.orchestrator.adapters.compose import Compose, image_name
@@ -52,22 +53,31 @@ def _step(parameters: StepParameters) -> PlanStep:
 
 
 def build_plan(
-    ctx: ServiceContext, *, has_operator_patch: bool
+    ctx: ServiceContext,
+    *,
+    has_operator_patch: bool,
+    mode: Literal["fix", "diagnose"] = "fix",
+    signatures: Sequence[Mapping[str, str]] = (),
 ) -> tuple[list[PlanStep], PlanAuthor]:
     """The six canonical steps, in order, each with the parameters it will use.
 
     Without an operator's patch, the rules come first and then the agent, which is the
-    worker's setting (ORCHESTRATOR_PATCH_AGENT): a worker without one skips it."""
+    worker's setting (ORCHESTRATOR_PATCH_AGENT): a worker without one skips it. A
+    diagnose run has the analyze step only: it explains and touches nothing."""
     compose = ctx.compose()
     profile = ctx.profile
     sources = ["operator_patch"] if has_operator_patch else ["rules", "agent"]
+    analyze = AnalyzeParameters(
+        service=profile.name,
+        log_tail_lines=LOG_TAIL_LINES,
+        health_url=profile.health_url,
+        probe_deadline_seconds=ANALYZE_PROBE_DEADLINE_S,
+        signatures=[dict(sig) for sig in signatures],
+    )
+    if mode == "diagnose":
+        return [_step(analyze)], PlanAuthor.SYSTEM
     steps = [
-        AnalyzeParameters(
-            service=profile.name,
-            log_tail_lines=LOG_TAIL_LINES,
-            health_url=profile.health_url,
-            probe_deadline_seconds=ANALYZE_PROBE_DEADLINE_S,
-        ),
+        analyze,
         PatchParameters(sources=sources, allow=list(profile.allow)),
         BuildParameters(argv=compose.argv("build", profile.name), image=ctx.image),
         RestartParameters(argv=compose.argv("up", "-d", "--no-deps", profile.name)),

@@ -60,6 +60,8 @@ class AnalyzeParameters(StepParameters):
     log_tail_lines: int = 300
     health_url: str | None = None
     probe_deadline_seconds: float = 3.0
+    # Operators' signatures from config.toml ({pattern, kind, remediation}), as the API saw them.
+    signatures: list[dict[str, str]] = Field(default_factory=list)
 
 
 class PatchParameters(StepParameters):

@@ -113,7 +113,12 @@ def submit_run(settings: Settings, db: Database, request: RunCreate) -> Orchestr
     stack = load_stack(settings)
     profile = get_profile(stack.profiles, request.target_service, settings.compose_path)
     ctx = service_context(settings, stack.compose, profile, stack.config)
-    steps, author = build_plan(ctx, has_operator_patch=bool(request.patch))
+    steps, author = build_plan(
+        ctx,
+        has_operator_patch=bool(request.patch),
+        mode=request.mode,
+        signatures=[sig.model_dump() for sig in settings.signatures],
+    )
     with db.session() as session:
         run = repo.create_run(
             session,

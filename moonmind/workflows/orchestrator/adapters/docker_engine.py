@@ -58,6 +58,13 @@ class ContainerInfo:
     started_at: str
     image_id: str
     oom_killed: bool
+    signal: int | None = None  # exit code above 128: the signal that ended the process
+    error: str = ""  # State.Error: why the engine could not start the process
+    restart_policy: str = ""
+    health_log: tuple[str, ...] = ()  # the healthcheck's last outputs, oldest first
+    memory_limit: int = 0  # bytes; 0 = unlimited
+    user: str = ""
+    ports: tuple[int, ...] = ()  # exposed and published container ports
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> ContainerInfo:
@@ -67,17 +74,36 @@ class ContainerInfo:
         status = str(state.get("Status") or "unknown")
         if state.get("Restarting"):
             status = "restarting"
+        exit_code = int(state.get("ExitCode") or 0)
+        host = attrs.get("HostConfig") or {}
+        config = attrs.get("Config") or {}
         return cls(
             id=str(attrs.get("Id", "")),
             name=str(attrs.get("Name", "")).lstrip("/"),
             status=status,
-            exit_code=int(state.get("ExitCode") or 0),
+            exit_code=exit_code,
             restart_count=int(attrs.get("RestartCount") or 0),
             health=health.get("Status") or None,
             started_at=str(state.get("StartedAt") or ""),
             image_id=str(attrs.get("Image", "")),
             oom_killed=bool(state.get("OOMKilled")),
+            signal=exit_code - 128 if 128 < exit_code < 160 else None,
+            error=str(state.get("Error") or ""),
+            restart_policy=str((host.get("RestartPolicy") or {}).get("Name") or ""),
+            health_log=tuple(
+                str(entry.get("Output") or "").strip()[-500:]
+                for entry in (health.get("Log") or [])[-3:]
+            ),
+            memory_limit=int(host.get("Memory") or 0),
+            user=str(config.get("User") or ""),
+            ports=_ports(config.get("ExposedPorts"), host.get("PortBindings")),
         )
+
+
+def _ports(*tables: dict[str, Any] | None) -> tuple[int, ...]:
+    """Container ports named by keys such as "5432/tcp"."""
+    numbers = {key.split("/")[0] for table in tables for key in (table or {})}
+    return tuple(sorted(int(n) for n in numbers if n.isdigit()))
 
 
 def _unavailable_message(exc: BaseException) -> str:
@@ -147,6 +173,13 @@ class Engine:
         for service, info in self._project_services(project):
             snapshot.setdefault(service, (info.id, info.started_at))
         return snapshot
+
+    def stack(self, project: str) -> dict[str, ContainerInfo]:
+        """service -> its newest container, for every service of the project."""
+        found: dict[str, ContainerInfo] = {}
+        for service, info in self._project_services(project):
+            found.setdefault(service, info)
+        return found
 
     def logs(self, container_id: str, tail: int = 300) -> str:
         """Last ``tail`` lines of stdout+stderr, decoded leniently."""

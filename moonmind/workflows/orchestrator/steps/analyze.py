@@ -9,6 +9,8 @@ from typing import Any
 from moonmind.workflows.orchestrator.adapters.docker_engine import ContainerInfo
 from moonmind.workflows.orchestrator.adapters.probe import probe_http
 from moonmind.workflows.orchestrator.diagnosis import detect_signatures
+from moonmind.workflows.orchestrator.diagnosis.analyzers import diagnose, explanation, outcome
+from moonmind.workflows.orchestrator.diagnosis.evidence import Evidence, ServiceState
 from moonmind.workflows.orchestrator.enums import ArtifactType
 from moonmind.workflows.orchestrator.plan import AnalyzeParameters
 from moonmind.workflows.orchestrator.steps.context import StepContext, StepResult, connect
@@ -38,6 +40,34 @@ def was_healthy(info: ContainerInfo | None, probe: Any) -> bool:
     return info is not None and info.status == "running" and (probe is None or bool(probe["ok"]))
 
 
+def gather_evidence(
+    service: str, info: ContainerInfo | None, logs: str, stack: dict[str, ContainerInfo]
+) -> Evidence:
+    """What the analyzers read: the engine's state of the container, its logs, its stack."""
+    states = {
+        name: ServiceState(other.status, other.exit_code, other.ports)
+        for name, other in stack.items()
+    }
+    if info is None:
+        return Evidence(logs=logs, service=service, stack=states)
+    return Evidence(
+        logs=logs,
+        status=info.status,
+        exit_code=info.exit_code,
+        signal=info.signal,
+        oom_killed=info.oom_killed,
+        error=info.error,
+        restart_count=info.restart_count,
+        restart_policy=info.restart_policy,
+        health=info.health,
+        health_log=info.health_log,
+        memory_limit=info.memory_limit,
+        user=info.user,
+        service=service,
+        stack=states,
+    )
+
+
 def analyze(ctx: StepContext) -> StepResult:
     svc = ctx.service
     params = ctx.params(AnalyzeParameters)
@@ -46,9 +76,13 @@ def analyze(ctx: StepContext) -> StepResult:
         info = engine.container_for(svc.project, svc.service)
         raw = engine.logs(info.id, tail=params.log_tail_lines) if info is not None else ""
         logs = ctx.redactor.redact(raw)
+        stack = engine.stack(svc.project)
     finally:
         engine.close()
-    signatures = detect_signatures(logs)
+    evidence = gather_evidence(svc.service, info, logs, stack)
+    block = evidence.block
+    signatures = detect_signatures(block)  # the last crash, not any line of the log
+    diagnoses = diagnose(evidence, params.signatures)
     analysis = {
         "service": svc.service,
         "instruction": ctx.instruction,
@@ -56,6 +90,10 @@ def analyze(ctx: StepContext) -> StepResult:
         "health_probe": _probe(params),
         "signatures": [asdict(sig) for sig in signatures],
         "log_lines": len(logs.splitlines()),
+        "crash_block": block,
+        "diagnosis": [asdict(d) for d in diagnoses],
+        "explanation": explanation(diagnoses),
+        "outcome": outcome(diagnoses),
     }
     analysis["healthy_before"] = was_healthy(info, analysis["health_probe"])
     ctx.save(
@@ -67,5 +105,7 @@ def analyze(ctx: StepContext) -> StepResult:
     )
     ctx.save("analyze.log", logs.encode(), type=ArtifactType.ANALYZE_LOG, kind="analyze_log")
     state = "no container" if info is None else f"container {info.status} (exit {info.exit_code})"
-    found = ", ".join(f"{s.kind} {s.subject}" for s in signatures) or "no known failure signature"
+    found = explanation(diagnoses)
+    if len(diagnoses) > 1:
+        found += f" (also: {', '.join(d.kind for d in diagnoses[1:])})"
     return StepResult(f"{state}; {found}", {"analysis": analysis})

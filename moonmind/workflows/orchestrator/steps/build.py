@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
 
+from moonmind.workflows.orchestrator.diagnosis.build_log import build_failed
 from moonmind.workflows.orchestrator.enums import ArtifactType, StepName
 from moonmind.workflows.orchestrator.plan import BuildParameters
 from moonmind.workflows.orchestrator.steps.context import (
@@ -21,6 +25,16 @@ def rollback_tag(run_id: uuid.UUID) -> str:
     return run_id.hex[:12]
 
 
+def _keeping(out: Callable[[str], None], kept: list[str]) -> Callable[[str], None]:
+    """A line sink that also keeps the lines, to diagnose a failed build."""
+
+    def write(line: str) -> None:
+        kept.append(line)
+        out(line)
+
+    return write
+
+
 def build(ctx: StepContext) -> StepResult:
     svc = ctx.service
     params = ctx.params(BuildParameters)
@@ -35,16 +49,24 @@ def build(ctx: StepContext) -> StepResult:
             if old_image:
                 engine.tag_image(old_image, repository, tag)
         rollback_ref = f"{repository}:{tag}" if old_image else None
+        kept: list[str] = []
         with ctx.log(StepName.BUILD, "build.log", type=ArtifactType.BUILD_LOG) as out:
             out(f"$ {' '.join(params.argv)}")
-            code = svc.compose().build(svc.service, out)
+            code = svc.compose().build(svc.service, _keeping(out, kept))
             out(f"exit code {code}")
         new_image = engine.image_id(params.image)
     finally:
         engine.close()
-    result = {"old_image": old_image, "new_image": new_image, "rollback_image": rollback_ref}
+    result: dict[str, Any] = {
+        "old_image": old_image,
+        "new_image": new_image,
+        "rollback_image": rollback_ref,
+    }
     if code != 0:
+        failed = build_failed("\n".join(kept))
+        why = f": {failed.kind} ({failed.subject}): {failed.remediation}" if failed else ""
+        result["diagnosis"] = [asdict(failed)] if failed else []
         raise StepFailed(
-            f"build of {svc.service} failed (exit {code}); see build.log", result=result
+            f"build of {svc.service} failed (exit {code}){why}; see build.log", result=result
         )
     return StepResult(f"built {params.image} ({(new_image or '?')[:19]})", result)

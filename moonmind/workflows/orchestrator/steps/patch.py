@@ -144,8 +144,11 @@ def _apply(ctx: StepContext, sources: list[str], allow: list[str], before: ws.Sn
         ws.restore(root, before, ws.changes(before, ws.Snapshot.take(root)))
         raise
     ws.restore(root, before, ws.changes(before, ws.Snapshot.take(root)))
+    explained = ctx.result_of(StepName.ANALYZE).get("analysis", {}).get("explanation")
     raise StepFailed(
-        f"no patch derived (tried: {', '.join(tried)}); nothing was changed", rollback=False
+        f"{explained or 'no known failure'}; nothing was changed "
+        f"(no patch derived; tried: {', '.join(tried)})",
+        rollback=False,
     )
 
 
