@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from moonmind import auth
 from moonmind.config import Settings, SettingsError, load_settings
 from moonmind.follow import follow_run
 
@@ -23,6 +24,16 @@ def _settings() -> Settings:
     except SettingsError as exc:
         print(f"moonmind: bad setting: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _check_bind(settings: Settings, host: str) -> None:
+    """Refuse a non-loopback address without principals; warn about the embedded default."""
+    refusal = auth.bind_refusal(settings, host)
+    if refusal is not None:
+        print(f"moonmind: {refusal}", file=sys.stderr)
+        raise SystemExit(2)
+    if not settings.auth_principals:
+        print(f"moonmind: {auth.EMBEDDED_WARNING}", file=sys.stderr, flush=True)
 
 
 def cmd_db_upgrade(_: argparse.Namespace) -> int:
@@ -41,6 +52,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     from api_service.main import create_app
 
     settings = _settings()
+    _check_bind(settings, args.host)
     upgrade(settings.database_url)
     print(
         f"orchestrator API listening on http://{args.host}:{args.port} "
@@ -79,7 +91,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """API and worker side by side, stopped together."""
-    _settings()
+    refusal = auth.bind_refusal(_settings(), args.host)
+    if refusal is not None:
+        print(f"moonmind: {refusal}", file=sys.stderr)
+        return 2
     base = [sys.executable, "-m", "moonmind.cli", "orchestrator"]
     worker = subprocess.Popen([*base, "worker", "--concurrency", str(args.concurrency)])
     api = subprocess.Popen([*base, "api", "--host", args.host, "--port", str(args.port)])
@@ -119,7 +134,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if getattr(args, "mode", "fix") == "diagnose":
         body["mode"] = "diagnose"
     api = args.api.rstrip("/")
-    with httpx.Client(timeout=60) as client:
+    token = os.environ.get("MOONMIND_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(timeout=60, headers=headers) as client:
         try:
             response = client.post(f"{api}/orchestrator/runs", json=body)
         except httpx.HTTPError as exc:
@@ -176,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--api", default="http://127.0.0.1:8000")
     submit.add_argument("--priority", choices=("normal", "high"), default="normal")
     submit.add_argument("--patch-file", help="a unified diff to apply instead of deriving one")
-    submit.add_argument("--requested-by", help="who asks (an approver must be someone else)")
+    submit.add_argument(
+        "--requested-by", help="who asks; must be MOONMIND_TOKEN's principal (the default)"
+    )
     submit.add_argument("--follow", action="store_true", help="print progress until it ends")
     submit.add_argument("--logs", action="store_true", help="with --follow: log lines too")
     submit.set_defaults(func=cmd_submit)
@@ -192,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=1)
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(func=cmd_worker)
+    auth.add_parser(sub)
     return parser
 
 

@@ -26,6 +26,22 @@ class SettingsError(Exception):
     """A setting has a bad value; the message names it."""
 
 
+API_ROLES = ("viewer", "operator", "approver", "admin")
+
+
+class PrincipalConfig(BaseModel):
+    """One ``[[orchestrator.auth.principals]]`` entry: who a bearer token is.
+
+    ``roles`` holds API roles (viewer, operator, approver, admin) and any role a service's
+    ``approver_roles`` names (e.g. ``sre``). Only the token's hex sha256 is kept."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_.@-]+$")
+    roles: tuple[str, ...] = Field(min_length=1)
+    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class OperatorSignature(BaseModel):
     """One ``[[orchestrator.signatures]]`` entry: a regex on the crash block, a kind name,
     and the remediation shown when it matches."""
@@ -149,11 +165,27 @@ class Settings(BaseSettings):
         default="moonmind.orchestrator",
         validation_alias=AliasChoices("STATSD_PREFIX", "statsd_prefix"),
     )
+    auth_principals: tuple[PrincipalConfig, ...] = Field(
+        default=(),
+        validation_alias=AliasChoices(
+            "ORCHESTRATOR_AUTH_PRINCIPALS", "orchestrator_auth_principals"
+        ),
+    )
     signatures: tuple[OperatorSignature, ...] = Field(
         default=(),
         validation_alias=AliasChoices("ORCHESTRATOR_SIGNATURES", "orchestrator_signatures"),
     )
     service_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("auth_principals")
+    @classmethod
+    def _unique_principals(cls, value: tuple[PrincipalConfig, ...]) -> tuple[PrincipalConfig, ...]:
+        ids = [p.id for p in value]
+        if len(set(ids)) != len(ids):
+            raise ValueError("principal ids must be unique")
+        if len({p.token_sha256 for p in value}) != len(value):
+            raise ValueError("two principals share a token")
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -232,6 +264,10 @@ def _flatten_toml(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[
         for key, value in entries.items():
             if table == "orchestrator" and key == "services" and isinstance(value, dict):
                 services = {name: dict(v) for name, v in value.items()}
+            elif table == "orchestrator" and key == "auth" and isinstance(value, dict):
+                # [[orchestrator.auth.principals]] is ORCHESTRATOR_AUTH_PRINCIPALS
+                for sub, sub_value in value.items():
+                    values[f"{table}_{key}_{sub}".upper()] = sub_value
             else:
                 values[f"{table}_{key}".upper()] = value
     return values, services

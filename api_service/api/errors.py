@@ -36,7 +36,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OrchestratorError)
     async def _domain(_: Request, exc: OrchestratorError) -> JSONResponse:
         body = ErrorResponse(error=exc.code, detail=exc.detail, remediation=exc.remediation)
-        return _response(exc.status_code, body)
+        return _response(exc.status_code, body, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

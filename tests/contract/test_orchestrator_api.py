@@ -35,6 +35,7 @@ from moonmind.config import Settings, get_settings, load_settings
 from moonmind.workflows.orchestrator import repositories
 from moonmind.workflows.orchestrator.enums import ArtifactType, RunStatus, StepName, StepStatus
 from moonmind.workflows.orchestrator.storage import ArtifactStore
+from tests.support.auth import ALICE, BOB, CAROL, CAST, VIC, Caller
 from tests.support.broker import delete_queues
 from tests.support.factories import ALL_STEPS, add_artifact, create_run, finish_step
 
@@ -73,8 +74,9 @@ def _resolve(node: Any) -> Any:
 
 def response_schema(path: str, method: str, status: int) -> dict[str, Any]:
     responses = SPEC["paths"][path][method]["responses"]
-    schema: dict[str, Any] = responses[str(status)]["content"]["application/json"]["schema"]
-    return _resolve(schema)
+    response = _resolve(responses[str(status)])  # may be a $ref to components/responses
+    schema: dict[str, Any] = response["content"]["application/json"]["schema"]
+    return schema
 
 
 def assert_conforms(body: Any, path: str, method: str, status: int) -> None:
@@ -189,6 +191,17 @@ def store(settings: Settings) -> ArtifactStore:
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://orchestrator") as c:
+        yield c
+
+
+@pytest.fixture
+async def authed(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with principals configured (alice operator, bob approver+sre, ...)."""
+    configured = settings.model_copy(
+        update={"auth_principals": tuple(caller.config() for caller in CAST)}
+    )
+    transport = httpx.ASGITransport(app=create_app(configured))
     async with httpx.AsyncClient(transport=transport, base_url="http://orchestrator") as c:
         yield c
 
@@ -629,7 +642,9 @@ PROTECTED = {
 }
 
 
-def _run_with(db: Database, status: RunStatus, *, protected: bool = False) -> uuid.UUID:
+def _run_with(
+    db: Database, status: RunStatus, *, protected: bool = False, requested_by: str = "alice"
+) -> uuid.UUID:
     with db.session() as session:
         run = create_run(
             session,
@@ -637,6 +652,7 @@ def _run_with(db: Database, status: RunStatus, *, protected: bool = False) -> uu
             status=status,
             protected=PROTECTED if protected else None,
         )
+        run.requested_by = requested_by
         if status == RunStatus.FAILED:
             finish_step(
                 session,
@@ -653,35 +669,81 @@ def _run_with(db: Database, status: RunStatus, *, protected: bool = False) -> uu
 APPROVAL = {"approver": {"id": "bob", "role": "sre"}, "token": "t-123"}
 
 
+def _approval(caller: Caller, role: str, approver_id: str | None = None) -> dict[str, Any]:
+    return {"approver": {"id": approver_id or caller.id, "role": role}, "token": "t-123"}
+
+
+APPROVALS = "/orchestrator/runs/{run_id}/approvals"
+
+
 class TestApprove:
     async def test_waiting_run_is_approved_and_resumed(
-        self, client: httpx.AsyncClient, db: Database, amqp_url: str, queue_name: str
+        self, authed: httpx.AsyncClient, db: Database, amqp_url: str, queue_name: str
     ) -> None:
         run_id = _run_with(db, RunStatus.AWAITING_APPROVAL, protected=True)
-        response = await client.post(f"/orchestrator/runs/{run_id}/approvals", json=APPROVAL)
+        response = await authed.post(
+            f"/orchestrator/runs/{run_id}/approvals", json=APPROVAL, headers=BOB.headers
+        )
         assert response.status_code == 200, response.text
         body = response.json()
-        assert_conforms(body, "/orchestrator/runs/{run_id}/approvals", "post", 200)
+        assert_conforms(body, APPROVALS, "post", 200)
         assert body["status"] == "running"
         assert body["approval_status"] == "granted"
+        assert body["approval"]["approver_id"] == "bob"
         assert queued_messages(amqp_url, queue_name) == 1  # the gated step, patch
 
-    async def test_unprotected_run_is_409(self, client: httpx.AsyncClient, seeded: Seeded) -> None:
-        response = await client.post(
-            f"/orchestrator/runs/{seeded.pending_run}/approvals", json=APPROVAL
+    async def test_unprotected_run_is_409(self, authed: httpx.AsyncClient, seeded: Seeded) -> None:
+        response = await authed.post(
+            f"/orchestrator/runs/{seeded.pending_run}/approvals", json=APPROVAL, headers=BOB.headers
         )
         assert response.status_code == 409
-        assert_conforms(response.json(), "/orchestrator/runs/{run_id}/approvals", "post", 409)
+        assert_conforms(response.json(), APPROVALS, "post", 409)
 
-    async def test_wrong_role_is_409(self, client: httpx.AsyncClient, db: Database) -> None:
+    @pytest.mark.parametrize(
+        ("caller", "body", "why"),
+        [
+            pytest.param(BOB, _approval(BOB, "intern"), "does not hold", id="role-not-held"),
+            pytest.param(CAROL, _approval(CAROL, "approver"), "allowed roles: sre", id="gate-role"),
+            pytest.param(CAROL, _approval(CAROL, "sre"), "does not hold", id="claims-sre"),
+            pytest.param(CAROL, _approval(CAROL, "sre", "bob"), "caller is 'carol'", id="as-bob"),
+            pytest.param(
+                ALICE, _approval(ALICE, "sre", "bob"), "caller is 'alice'", id="requester"
+            ),
+            pytest.param(ALICE, _approval(ALICE, "sre"), "four-eyes", id="own-run"),
+            pytest.param(VIC, _approval(VIC, "sre", "vic"), "approver role", id="not-approver"),
+        ],
+    )
+    async def test_not_this_approver_is_403(
+        self, authed: httpx.AsyncClient, db: Database, caller: Caller, body: Any, why: str
+    ) -> None:
         run_id = _run_with(db, RunStatus.AWAITING_APPROVAL, protected=True)
-        body = {"approver": {"id": "bob", "role": "intern"}, "token": "t"}
-        response = await client.post(f"/orchestrator/runs/{run_id}/approvals", json=body)
-        assert response.status_code == 409
-        assert "sre" in response.json()["detail"]
+        response = await authed.post(
+            f"/orchestrator/runs/{run_id}/approvals", json=body, headers=caller.headers
+        )
+        assert response.status_code == 403, response.text
+        assert_conforms(response.json(), APPROVALS, "post", 403)
+        assert why in response.json()["detail"]
 
-    async def test_unknown_run_is_404(self, client: httpx.AsyncClient) -> None:
-        response = await client.post(f"/orchestrator/runs/{uuid.uuid4()}/approvals", json=APPROVAL)
+    async def test_self_approval_is_403_whatever_the_roles(
+        self, settings: Settings, db: Database
+    ) -> None:
+        root = Caller("root", ("admin", "sre"))  # admin holds every API role, still not this
+        app = create_app(settings.model_copy(update={"auth_principals": (root.config(),)}))
+        run_id = _run_with(db, RunStatus.AWAITING_APPROVAL, protected=True, requested_by="root")
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://o") as admin:
+            response = await admin.post(
+                f"/orchestrator/runs/{run_id}/approvals",
+                json=_approval(root, "sre"),
+                headers=root.headers,
+            )
+        assert response.status_code == 403
+        assert "four-eyes" in response.json()["detail"]
+
+    async def test_unknown_run_is_404(self, authed: httpx.AsyncClient) -> None:
+        response = await authed.post(
+            f"/orchestrator/runs/{uuid.uuid4()}/approvals", json=APPROVAL, headers=BOB.headers
+        )
         assert response.status_code == 404
         assert response.json()["error"] == "run_not_found"
 
@@ -764,14 +826,94 @@ class TestCancel:
 
 class TestApprovalCodes:
     async def test_conflict_says_approval_rejected(
-        self, client: httpx.AsyncClient, seeded: Seeded
+        self, authed: httpx.AsyncClient, seeded: Seeded
     ) -> None:
-        response = await client.post(
-            f"/orchestrator/runs/{seeded.pending_run}/approvals", json=APPROVAL
+        response = await authed.post(
+            f"/orchestrator/runs/{seeded.pending_run}/approvals", json=APPROVAL, headers=BOB.headers
         )
         assert response.status_code == 409
         assert response.json()["error"] == "approval_rejected"
         assert "approval_requirement" in response.json()["remediation"]
+
+
+# -- authentication -----------------------------------------------------------------------
+
+
+def _operations(run_id: uuid.UUID) -> list[tuple[str, str, str]]:
+    """(spec path, method, concrete URL) of every operation the contract declares."""
+    return [
+        (path, method, path.replace("{run_id}", str(run_id)))
+        for path, item in SPEC["paths"].items()
+        for method in item
+    ]
+
+
+class TestAuthentication:
+    async def test_no_or_unknown_token_is_401_everywhere(
+        self, authed: httpx.AsyncClient, seeded: Seeded
+    ) -> None:
+        for path, method, url in _operations(seeded.finished_run):
+            for headers in ({}, {"Authorization": "Bearer not-a-token"}):
+                response = await authed.request(method, url, json={}, headers=headers)
+                assert response.status_code == 401, (method, url, response.text)
+                assert response.headers["www-authenticate"] == "Bearer"
+                assert_conforms(response.json(), path, method, 401)
+                assert response.json()["error"] == "unauthenticated"
+
+    async def test_health_and_docs_stay_open(self, authed: httpx.AsyncClient) -> None:
+        for url in ("/health", "/docs", "/openapi.json"):
+            assert (await authed.get(url)).status_code == 200, url
+
+    async def test_app_declares_the_bearer_scheme(self, authed: httpx.AsyncClient) -> None:
+        schema = (await authed.get("/openapi.json")).json()
+        assert schema["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+        assert {"bearerAuth": []} in schema["paths"]["/orchestrator/runs"]["post"]["security"]
+        assert "bearerAuth" in SPEC["components"]["securitySchemes"]
+
+    async def test_viewer_reads_but_may_not_submit(
+        self, authed: httpx.AsyncClient, seeded: Seeded
+    ) -> None:
+        listed = await authed.get("/orchestrator/runs", headers=VIC.headers)
+        assert listed.status_code == 200
+        response = await authed.post(
+            "/orchestrator/runs",
+            json={"instruction": "fix it", "target_service": "app"},
+            headers=VIC.headers,
+        )
+        assert response.status_code == 403
+        assert_conforms(response.json(), "/orchestrator/runs", "post", 403)
+
+    async def test_operator_submits_as_itself(self, authed: httpx.AsyncClient) -> None:
+        body = {"instruction": "fix it", "target_service": "app"}
+        response = await authed.post("/orchestrator/runs", json=body, headers=ALICE.headers)
+        assert response.status_code == 202, response.text
+        assert response.json()["requested_by"] == "alice"
+        same = await authed.post(
+            "/orchestrator/runs", json={**body, "requested_by": "alice"}, headers=ALICE.headers
+        )
+        assert same.status_code == 202
+        other = await authed.post(
+            "/orchestrator/runs", json={**body, "requested_by": "bob"}, headers=ALICE.headers
+        )
+        assert other.status_code == 403
+        assert_conforms(other.json(), "/orchestrator/runs", "post", 403)
+
+    async def test_retry_records_who_retried(self, authed: httpx.AsyncClient, db: Database) -> None:
+        run_id = _run_with(db, RunStatus.FAILED)
+        url = f"/orchestrator/runs/{run_id}/retry"
+        assert (await authed.post(url, headers=CAROL.headers)).status_code == 403
+        response = await authed.post(url, headers=ALICE.headers)
+        assert response.status_code == 202, response.text
+        detail = (await authed.get(f"/orchestrator/runs/{run_id}", headers=VIC.headers)).json()
+        assert detail["metrics_snapshot"]["retried_by"] == ["alice"]
+
+    async def test_local_principal_without_configured_principals(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        body = {"instruction": "fix it", "target_service": "app"}
+        response = await client.post("/orchestrator/runs", json=body)
+        assert response.status_code == 202
+        assert response.json()["requested_by"] == "local"
 
 
 # -- errors outside the domain ------------------------------------------------------------

@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
+from api_service.api.auth import Approver, Operator, Viewer
 from api_service.api.deps import DatabaseDep, SessionDep, SettingsDep
 from api_service.db.models import RunArtifact
 from moonmind.schemas.workflow_models import (
@@ -40,19 +41,24 @@ router = APIRouter(prefix="/orchestrator", tags=["orchestrator-runs"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Invalid request"},
+    401: {"model": ErrorResponse, "description": "No or unknown bearer token"},
+    403: {"model": ErrorResponse, "description": "The principal may not do this"},
     404: {"model": ErrorResponse, "description": "Not found"},
 }
 
 
 @router.post("/runs", status_code=202, response_model=RunSummary, responses=_ERRORS)
-def create_run(body: RunCreate, settings: SettingsDep, db: DatabaseDep) -> RunSummary:
+def create_run(
+    body: RunCreate, settings: SettingsDep, db: DatabaseDep, principal: Operator
+) -> RunSummary:
     """Validate, store the run with its plan, then queue its first step."""
-    return serializers.run_summary(submit_run(settings, db, body))
+    return serializers.run_summary(submit_run(settings, db, body, principal))
 
 
 @router.get("/runs", response_model=RunList, responses=_ERRORS)
 def list_runs(
     session: SessionDep,
+    _: Viewer,
     status: Annotated[RunStatus | None, Query()] = None,
     service: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -67,7 +73,7 @@ def list_runs(
 
 
 @router.get("/runs/{run_id}", response_model=RunDetail, responses=_ERRORS)
-def get_run(run_id: uuid.UUID, session: SessionDep) -> RunDetail:
+def get_run(run_id: uuid.UUID, session: SessionDep, _: Viewer) -> RunDetail:
     run = repositories.get_run(session, run_id)
     if run is None:
         raise RunNotFound(run_id)
@@ -79,7 +85,7 @@ def get_run(run_id: uuid.UUID, session: SessionDep) -> RunDetail:
 
 
 @router.get("/runs/{run_id}/artifacts", response_model=ArtifactList, responses=_ERRORS)
-def list_artifacts(run_id: uuid.UUID, session: SessionDep) -> ArtifactList:
+def list_artifacts(run_id: uuid.UUID, session: SessionDep, _: Viewer) -> ArtifactList:
     if repositories.get_run(session, run_id) is None:
         raise RunNotFound(run_id)
     return ArtifactList(
@@ -103,7 +109,7 @@ def _artifact_row(session: Session, run_id: uuid.UUID, artifact_id: str) -> RunA
 
 @router.get("/runs/{run_id}/artifacts/{artifact_id}", responses=_ERRORS)
 def download_artifact(
-    run_id: uuid.UUID, artifact_id: str, session: SessionDep, settings: SettingsDep
+    run_id: uuid.UUID, artifact_id: str, session: SessionDep, settings: SettingsDep, _: Viewer
 ) -> FileResponse:
     """The file is located through its row, never through a client-supplied path."""
     artifact = _artifact_row(session, run_id, artifact_id)
@@ -131,7 +137,7 @@ KEEPALIVE_SECONDS = 15.0
     response_class=StreamingResponse,
 )
 def run_events(
-    run_id: uuid.UUID, session: SessionDep, settings: SettingsDep, db: DatabaseDep
+    run_id: uuid.UUID, session: SessionDep, settings: SettingsDep, db: DatabaseDep, _: Viewer
 ) -> StreamingResponse:
     """Step transitions and log lines as they happen, ending with the run's final status."""
     if repositories.get_run(session, run_id) is None:
@@ -170,25 +176,37 @@ _CONFLICTS: dict[int | str, dict[str, Any]] = {
 
 @router.post("/runs/{run_id}/approvals", response_model=RunSummary, responses=_CONFLICTS)
 def approve(
-    run_id: uuid.UUID, body: ApprovalRequest, settings: SettingsDep, db: DatabaseDep
+    run_id: uuid.UUID,
+    body: ApprovalRequest,
+    settings: SettingsDep,
+    db: DatabaseDep,
+    principal: Approver,
 ) -> RunSummary:
     """Approve a protected service's run; one waiting at its gate resumes from there."""
-    return serializers.run_summary(approve_run(settings, db, run_id, body))
+    return serializers.run_summary(approve_run(settings, db, run_id, body, principal))
 
 
 @router.post(
     "/runs/{run_id}/retry", status_code=202, response_model=RunSummary, responses=_CONFLICTS
 )
 def retry(
-    run_id: uuid.UUID, settings: SettingsDep, db: DatabaseDep, body: RetryRequest | None = None
+    run_id: uuid.UUID,
+    settings: SettingsDep,
+    db: DatabaseDep,
+    principal: Operator,
+    body: RetryRequest | None = None,
 ) -> RunSummary:
     """Replay a failed or rolled-back run from its failing step (or an earlier one)."""
-    return serializers.run_summary(retry_run(settings, db, run_id, body or RetryRequest()))
+    return serializers.run_summary(
+        retry_run(settings, db, run_id, body or RetryRequest(), principal)
+    )
 
 
 @router.post(
     "/runs/{run_id}/cancel", status_code=202, response_model=RunSummary, responses=_CONFLICTS
 )
-def cancel(run_id: uuid.UUID, settings: SettingsDep, db: DatabaseDep) -> RunSummary:
+def cancel(
+    run_id: uuid.UUID, settings: SettingsDep, db: DatabaseDep, principal: Operator
+) -> RunSummary:
     """End a run: at once when nothing runs, else at its next safe point, after a rollback."""
-    return serializers.run_summary(cancel_run(settings, db, run_id))
+    return serializers.run_summary(cancel_run(settings, db, run_id, cancelled_by=principal.id))

@@ -19,6 +19,7 @@ class OrchestratorError(Exception):
 
     status_code: ClassVar[int] = 500
     code: ClassVar[str] = "orchestrator_error"
+    headers: ClassVar[dict[str, str] | None] = None
     remediation: str | None = None
 
     def __init__(self, detail: str, *, remediation: str | None = None) -> None:
@@ -77,6 +78,28 @@ class RunNotFound(OrchestratorError):
     def __init__(self, run_id: uuid.UUID | str) -> None:
         self.run_id = run_id
         super().__init__(f"no run {run_id}")
+
+
+class Unauthenticated(OrchestratorError):
+    """No bearer token, or one that names no principal."""
+
+    status_code = 401
+    code = "unauthenticated"
+    headers = {"WWW-Authenticate": "Bearer"}
+    remediation = (
+        "Send Authorization: Bearer <token>; an administrator creates one with "
+        "`moonmind auth add-principal ID --roles ...`."
+    )
+
+
+class Forbidden(OrchestratorError):
+    """The caller is known but may not do this (role, identity or four-eyes rule)."""
+
+    status_code = 403
+    code = "forbidden"
+    remediation = (
+        "Ask someone whose principal has the needed role; `moonmind auth list` shows roles."
+    )
 
 
 class RunConflict(OrchestratorError):

@@ -10,7 +10,7 @@ lifetime.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,6 +33,10 @@ class ApprovalRejected(Exception):
     """The approval cannot be accepted; the message says why and what would work."""
 
 
+class ApprovalForbidden(ApprovalRejected):
+    """Not this approver: a role the gate does not allow, or the requester themself."""
+
+
 @dataclass(frozen=True)
 class Gate:
     requirement: ApprovalRequirement
@@ -52,6 +56,14 @@ def gate_for(profile: ServiceProfile) -> Gate | None:
         profile.approver_roles,
         profile.approval_valid_minutes,
     )
+
+
+def effective_gate(gate: Gate, *, operator_patch: bool, patched: bool) -> Gate:
+    """A caller's patch is code: once it is written, the run waits for an approval of that
+    exact diff before anything is built, whatever the gate's own requirement."""
+    if operator_patch and patched:
+        return replace(gate, requirement=ApprovalRequirement.PRE_VERIFY)
+    return gate
 
 
 def token_sha256(token: str) -> str:
@@ -80,7 +92,9 @@ def approval_valid(run: OrchestratorRun, *, now: datetime, diff_sha256: str | No
         return False
     if datetime.fromisoformat(record["expires_at"]) <= now:
         return False
-    return record.get("diff_sha256") is None or record.get("diff_sha256") == diff_sha256
+    if diff_sha256 is not None:  # approving a diff: only an approval of that diff counts
+        return bool(record.get("diff_sha256") == diff_sha256)
+    return True
 
 
 def approval_status(run: OrchestratorRun, gate_requirement: str | None, now: datetime) -> str:
@@ -105,12 +119,12 @@ def accept(
     if run.status not in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL):
         raise ApprovalRejected(f"run is {run.status.value}; only unfinished runs can be approved")
     if request.approver.role not in gate.roles:
-        raise ApprovalRejected(
+        raise ApprovalForbidden(
             f"role {request.approver.role!r} may not approve {run.target_service}; "
             f"allowed roles: {', '.join(gate.roles)}"
         )
     if run.requested_by and request.approver.id == run.requested_by:
-        raise ApprovalRejected("the requester cannot approve their own run (four-eyes rule)")
+        raise ApprovalForbidden("the requester cannot approve their own run (four-eyes rule)")
     expires = now + timedelta(minutes=gate.valid_minutes)
     if request.expires_at is not None:
         asked = as_utc(request.expires_at)

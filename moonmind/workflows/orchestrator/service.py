@@ -12,8 +12,10 @@ from sqlalchemy.orm import Session
 
 from api_service.db.base import Database
 from api_service.db.models import OrchestratorRun
+from moonmind.auth import Principal
 from moonmind.config import Settings
 from moonmind.schemas.workflow_models import ApprovalRequest, RetryRequest, RunCreate
+from moonmind.utils.logging import log_event
 from moonmind.workflows.orchestrator import cancellation, policies
 from moonmind.workflows.orchestrator import repositories as repo
 from moonmind.workflows.orchestrator.action_plan import (
@@ -38,6 +40,7 @@ from moonmind.workflows.orchestrator.enums import (
 from moonmind.workflows.orchestrator.errors import (
     ApprovalConflict,
     ComposeUnavailable,
+    Forbidden,
     RetryConflict,
     RunNotFound,
 )
@@ -108,8 +111,17 @@ def _queue(session: Session, run: OrchestratorRun, step: StepName, attempt: int 
     return queued
 
 
-def submit_run(settings: Settings, db: Database, request: RunCreate) -> OrchestratorRun:
-    """Create the run row (raises UnknownService / ComposeUnavailable before touching anything)."""
+def submit_run(
+    settings: Settings, db: Database, request: RunCreate, principal: Principal
+) -> OrchestratorRun:
+    """Create the run row (raises UnknownService / ComposeUnavailable before touching anything).
+
+    The requester is the authenticated principal; a body naming someone else is refused."""
+    if request.requested_by is not None and request.requested_by != principal.id:
+        raise Forbidden(
+            f"requested_by is {request.requested_by!r} but the caller is {principal.id!r}; "
+            "the requester is taken from the bearer token (omit requested_by)"
+        )
     stack = load_stack(settings)
     profile = get_profile(stack.profiles, request.target_service, settings.compose_path)
     ctx = service_context(settings, stack.compose, profile, stack.config)
@@ -135,7 +147,7 @@ def submit_run(settings: Settings, db: Database, request: RunCreate) -> Orchestr
             generated_by=author,
             run_id=uuid.uuid4(),
         )
-        run.requested_by = request.requested_by
+        run.requested_by = principal.id
         gate = policies.gate_for(profile)
         if gate is not None:
             run.approval_gate_id = policies.sync_gate(session, profile.name, gate).id
@@ -146,10 +158,30 @@ def submit_run(settings: Settings, db: Database, request: RunCreate) -> Orchestr
     return run
 
 
+def _check_approver(run_id: uuid.UUID, request: ApprovalRequest, principal: Principal) -> None:
+    """The approver is the caller: a body naming someone else, or a role not held, is 403."""
+    reason = None
+    if request.approver.id != principal.id:
+        reason = (
+            f"the approval names {request.approver.id!r} but the caller is {principal.id!r}; "
+            "an approval is given by the bearer token's principal"
+        )
+    elif not principal.has_role(request.approver.role):
+        reason = f"{principal.id} does not hold the role {request.approver.role!r}"
+    if reason is not None:
+        log_event(run_id, "api", "approval_refused", principal=principal.id, reason=reason)
+        raise Forbidden(reason)
+
+
 def approve_run(
-    settings: Settings, db: Database, run_id: uuid.UUID, request: ApprovalRequest
+    settings: Settings,
+    db: Database,
+    run_id: uuid.UUID,
+    request: ApprovalRequest,
+    principal: Principal,
 ) -> OrchestratorRun:
     """Record an approval; a run waiting at its gate continues from the gated step."""
+    _check_approver(run_id, request, principal)
     now = policies.utcnow()
     with db.session() as session:
         run = repo.get_run(session, run_id, for_update=True)
@@ -161,6 +193,9 @@ def approve_run(
                 f"{run.target_service} is not protected; this run needs no approval"
             )
         diff_sha = Plan.of(run.action_plan).result(StepName.PATCH).get("diff_sha256")
+        gate = policies.effective_gate(
+            gate, operator_patch=bool(run.requested_patch), patched=diff_sha is not None
+        )
         if gate.requirement == ApprovalRequirement.PRE_VERIFY and (
             run.status != RunStatus.AWAITING_APPROVAL
         ):
@@ -168,7 +203,13 @@ def approve_run(
         try:
             run.approval = policies.accept(run, gate, request, now=now, diff_sha256=diff_sha)
         except policies.ApprovalRejected as exc:
+            log_event(run_id, "api", "approval_refused", principal=principal.id, reason=str(exc))
+            if isinstance(exc, policies.ApprovalForbidden):
+                raise Forbidden(str(exc)) from None
             raise ApprovalConflict(str(exc)) from None
+        log_event(
+            run_id, "api", "approval_granted", principal=principal.id, role=request.approver.role
+        )
         run.approval_token = policies.token_sha256(request.token)
         session.flush()
         queued = (
@@ -206,9 +247,15 @@ def _resume_at_gate(
 
 
 def retry_run(
-    settings: Settings, db: Database, run_id: uuid.UUID, request: RetryRequest
+    settings: Settings,
+    db: Database,
+    run_id: uuid.UUID,
+    request: RetryRequest,
+    principal: Principal,
 ) -> OrchestratorRun:
-    """Replay a failed or rolled-back run from a step that is safe to repeat."""
+    """Replay a failed or rolled-back run from a step that is safe to repeat.
+
+    A retry voids an earlier approval: a protected run waits at its gate again."""
     with db.session() as session:
         run = repo.get_run(session, run_id, for_update=True)
         if run is None:
@@ -235,12 +282,16 @@ def retry_run(
         latest = repo.latest_task_state(session, run.id, step)
         queued = _queue(session, run, step, attempt=(latest.attempt + 1) if latest else 1)
         note = f"retry from {step.value}" + (f": {request.reason}" if request.reason else "")
-        retries = [*(run.metrics_snapshot or {}).get("retries", []), note]
-        repo.set_metrics(session, run, retries=retries)
+        snapshot = run.metrics_snapshot or {}
+        retries = [*snapshot.get("retries", []), note]
+        retried_by = [*snapshot.get("retried_by", []), principal.id]
+        repo.set_metrics(session, run, retries=retries, retried_by=retried_by)
+        run.approval = None
         run.status = RunStatus.PENDING
         run.completed_at = None
         run.message = note
         session.flush()
+    log_event(run_id, "api", "retry", principal=principal.id, note=note)
     enqueue(settings, queued)
     return _reload(db, run_id)
 

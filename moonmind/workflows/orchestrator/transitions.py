@@ -351,6 +351,10 @@ def _stop_at_gate(
 ) -> str | None:
     """Park the run before a gated step unless a valid approval already covers it."""
     gate = policies.gate_for(context_of(run.action_plan).profile)
+    if gate is not None:
+        gate = policies.effective_gate(
+            gate, operator_patch=bool(run.requested_patch), patched=diff_sha256 is not None
+        )
     if gate is None or gate.step != nxt:
         return None
     diff_sha = diff_sha256 if nxt == StepName.BUILD else None

@@ -6,7 +6,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,7 @@ class Orchestrator:
     worker_env: dict[str, str]
     cwd: Path
     worker: Process | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. a principal's bearer token
 
     def start_worker(self) -> Process:
         self.worker = start_worker(self.worker_env, self.cwd)
@@ -129,10 +130,14 @@ class Orchestrator:
         return self.worker.output() if self.worker else "(no worker)"
 
     def post_run(self, **body: object) -> httpx.Response:
-        return httpx.post(f"{self.base_url}/orchestrator/runs", json=body, timeout=60)
+        return httpx.post(
+            f"{self.base_url}/orchestrator/runs", json=body, headers=self.headers, timeout=60
+        )
 
     def run_detail(self, run_id: str) -> dict[str, Any]:
-        response = httpx.get(f"{self.base_url}/orchestrator/runs/{run_id}", timeout=30)
+        response = httpx.get(
+            f"{self.base_url}/orchestrator/runs/{run_id}", headers=self.headers, timeout=30
+        )
         assert response.status_code == 200, response.text
         return dict(response.json())
 

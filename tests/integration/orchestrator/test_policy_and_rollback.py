@@ -19,6 +19,7 @@ from tests.integration.orchestrator.conftest import (
     inspect_container,
     tree_bytes,
 )
+from tests.support.auth import ALICE, BOB, CAROL, Caller, principals_toml
 from tests.support.stack import Stack
 from tests.support.statsd import StatsdSink
 
@@ -28,11 +29,16 @@ TOKEN = "approval-token-7f3a9c"
 
 
 def _protected(stack: Stack, requirement: str) -> str:
-    return health_config(stack) + (
-        "protected = true\n"
-        f'approval_requirement = "{requirement}"\n'
-        'approver_roles = ["sre"]\n'
-        "approval_valid_minutes = 10\n"
+    """alice (operator) asks; bob holds the gate's role sre; carol approves but lacks it."""
+    return (
+        principals_toml(ALICE, BOB, CAROL)
+        + health_config(stack)
+        + (
+            "protected = true\n"
+            f'approval_requirement = "{requirement}"\n'
+            'approver_roles = ["sre"]\n'
+            "approval_valid_minutes = 10\n"
+        )
     )
 
 
@@ -47,9 +53,14 @@ def _wait_status(orchestrator: Orchestrator, run_id: str, status: str) -> dict[s
     raise AssertionError(f"run never reached {status}")
 
 
-def _approve(orchestrator: Orchestrator, run_id: str, **body: Any) -> httpx.Response:
+def _approve(
+    orchestrator: Orchestrator, run_id: str, caller: Caller, **body: Any
+) -> httpx.Response:
     return httpx.post(
-        f"{orchestrator.base_url}/orchestrator/runs/{run_id}/approvals", json=body, timeout=30
+        f"{orchestrator.base_url}/orchestrator/runs/{run_id}/approvals",
+        json=body,
+        headers=caller.headers,
+        timeout=30,
     )
 
 
@@ -66,6 +77,7 @@ def test_pre_run_gate_holds_until_an_allowed_second_person_approves(
     orchestrator = start_orchestrator(
         broken_stack, config=_protected(broken_stack, "pre-run"), api_env=env, worker_env=env
     )
+    orchestrator.headers = ALICE.headers
     before = tree_bytes(broken_stack.root)
     response = orchestrator.post_run(
         instruction="fix the missing dependency", target_service="app", requested_by="alice"
@@ -83,20 +95,31 @@ def test_pre_run_gate_holds_until_an_allowed_second_person_approves(
     assert steps["patch"] == "pending"
     assert tree_bytes(broken_stack.root) == before  # halted before editing files
 
-    wrong_role = _approve(orchestrator, run_id, approver={"id": "bob", "role": "dev"}, token=TOKEN)
-    assert wrong_role.status_code == 409
+    wrong_role = _approve(
+        orchestrator, run_id, CAROL, approver={"id": "carol", "role": "approver"}, token=TOKEN
+    )
+    assert wrong_role.status_code == 403
     assert "allowed roles: sre" in wrong_role.json()["detail"]
-    own_run = _approve(orchestrator, run_id, approver={"id": "alice", "role": "sre"}, token=TOKEN)
-    assert own_run.status_code == 409
+    own_run = _approve(
+        orchestrator, run_id, ALICE, approver={"id": "alice", "role": "sre"}, token=TOKEN
+    )
+    assert own_run.status_code == 403
     assert "four-eyes" in own_run.json()["detail"]
     past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     expired = _approve(
-        orchestrator, run_id, approver={"id": "bob", "role": "sre"}, token=TOKEN, expires_at=past
+        orchestrator,
+        run_id,
+        BOB,
+        approver={"id": "bob", "role": "sre"},
+        token=TOKEN,
+        expires_at=past,
     )
     assert expired.status_code == 409
     assert orchestrator.run_detail(run_id)["status"] == "awaiting_approval"
 
-    granted = _approve(orchestrator, run_id, approver={"id": "bob", "role": "sre"}, token=TOKEN)
+    granted = _approve(
+        orchestrator, run_id, BOB, approver={"id": "bob", "role": "sre"}, token=TOKEN
+    )
     assert granted.status_code == 200, granted.text
     body = granted.json()
     assert body["approval_status"] == "granted"
@@ -120,9 +143,10 @@ def test_pre_verify_approval_is_bound_to_the_exact_diff(
     bring_up(broken_stack)
     image_before = _app_image(broken_stack)
     orchestrator = start_orchestrator(broken_stack, config=_protected(broken_stack, "pre-verify"))
+    orchestrator.headers = ALICE.headers
     run_id = orchestrator.post_run(instruction="fix it", target_service="app").json()["run_id"]
 
-    early = _approve(orchestrator, run_id, approver={"id": "bob", "role": "sre"}, token=TOKEN)
+    early = _approve(orchestrator, run_id, BOB, approver={"id": "bob", "role": "sre"}, token=TOKEN)
     assert early.status_code == 409  # there is no diff to approve yet
     waiting = _wait_status(orchestrator, run_id, "awaiting_approval")
     steps = {s["name"]: s["status"] for s in waiting["steps"]}
@@ -136,6 +160,7 @@ def test_pre_verify_approval_is_bound_to_the_exact_diff(
     other = _approve(
         orchestrator,
         run_id,
+        BOB,
         approver={"id": "bob", "role": "sre"},
         token=TOKEN,
         diff_sha256="0" * 64,
@@ -145,6 +170,7 @@ def test_pre_verify_approval_is_bound_to_the_exact_diff(
     ok = _approve(
         orchestrator,
         run_id,
+        BOB,
         approver={"id": "bob", "role": "sre"},
         token=TOKEN,
         diff_sha256=diff_sha,
