@@ -53,4 +53,5 @@ def test_analyze_reads_its_log_tail_from_the_plan(
     assert analysis["container"]["exit_code"] == 3
     assert analysis["log_lines"] == tail
     logged = (ctx.store.run_dir(ctx.run_id) / "analyze.log").read_text().splitlines()
-    assert logged[0] == f"line {51 - tail}" and logged[-1] == "line 50"
+    assert logged[0] == f"line {51 - tail}"
+    assert logged[-1] == "line 50"
