@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: venv demo test lint typecheck unit bench api worker up db-upgrade docker images clean
+.PHONY: venv demo test lint typecheck unit bench api worker up db-upgrade docker images image clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -18,6 +18,21 @@ docker:
 
 images: docker
 	scripts/build-test-images
+
+# The orchestrator image (services/orchestrator/Dockerfile) from the local Debian base;
+# apt and pip use the host network, pip trusts the host's local CAs (a TLS-intercepting
+# proxy may stand before PyPI). Layers are cached: a rebuild without changes takes
+# seconds, a source change rebuilds only the moonmind wheel. The replaced image is dropped
+# (unless a container still uses it).
+IMAGE ?= moonmind/orchestrator:latest
+image: images
+	set -e; old="$$(docker image inspect -f '{{.Id}}' $(IMAGE) 2>/dev/null || true)"; \
+	DOCKER_BUILDKIT=0 docker build --network host \
+		--build-arg BASE_IMAGE=moonmind/python-base:bookworm \
+		--build-arg EXTRA_CA_CERTS="$$(cat /usr/local/share/ca-certificates/*.crt 2>/dev/null)" \
+		-f services/orchestrator/Dockerfile -t $(IMAGE) .; \
+	new="$$(docker image inspect -f '{{.Id}}' $(IMAGE))"; \
+	if [ -n "$$old" ] && [ "$$old" != "$$new" ]; then docker rmi "$$old" >/dev/null 2>&1 || true; fi
 
 lint: venv
 	$(BIN)/ruff check .
