@@ -154,3 +154,24 @@ def test_worker_refuses_to_start_without_socket_access(
         pytest.skip("the host's docker gid equals the image's")
     assert result.returncode == 1
     assert f"--group-add {gid}" in result.stderr, result.stderr
+
+
+def test_started_as_root_it_joins_the_socket_group_and_drops_to_moonmind(
+    orchestrator_image: ImageBuild,
+) -> None:
+    gid = str(Path("/var/run/docker.sock").stat().st_gid)
+    out = docker(
+        "run",
+        "--rm",
+        "--user",
+        "0",
+        "-v",
+        "/var/run/docker.sock:/var/run/docker.sock",
+        orchestrator_image.tag,
+        "sh",
+        "-c",
+        "id -u; id -G; docker version --format ok",
+    ).stdout.splitlines()
+    assert out[0] == str(IMAGE_UID)
+    assert gid in out[1].split()
+    assert out[2] == "ok"
