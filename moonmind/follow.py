@@ -8,6 +8,7 @@ lines, and the final status.
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -52,6 +53,37 @@ def step_line(data: dict[str, Any]) -> str:
     return f"{data['name']:<8} {data['status']}{note}"
 
 
+def diagnosis_lines(diagnosis: dict[str, Any] | None) -> list[str]:
+    """The run detail's diagnosis as an operator reads it, the pointer run's command last."""
+    if not diagnosis:
+        return []
+    lines = [
+        f"diagnosis: {diagnosis['kind']} ({diagnosis['subject']}) [{diagnosis['outcome']}]",
+        f"  what to do: {diagnosis['remediation']}",
+        f"  evidence:   {diagnosis['evidence']}",
+    ]
+    if diagnosis.get("also"):
+        lines.append(f"  also seen:  {', '.join(diagnosis['also'])}")
+    pointer = diagnosis.get("suggested_run")
+    if pointer:
+        other, instruction = pointer["target_service"], pointer["instruction"]
+        lines.append(
+            f"  fix {other} first: moonmind orchestrator submit --service "
+            f"{shlex.quote(other)} --follow {shlex.quote(instruction)}"
+        )
+    return lines
+
+
+def _diagnosis(client: httpx.Client, api: str, run_id: str) -> list[str]:
+    try:
+        response = client.get(f"{api}/orchestrator/runs/{run_id}")
+    except httpx.HTTPError:
+        return []
+    if response.status_code != 200:
+        return []
+    return diagnosis_lines(response.json().get("diagnosis"))
+
+
 def follow_run(
     client: httpx.Client,
     api: str,
@@ -75,6 +107,9 @@ def follow_run(
             out(f"  {data['step']}| {data['line']}")
         elif kind == "status":
             status = str(data["status"])
+            if status in TERMINAL and status != "cancelled":  # why, before how it ended
+                for line in _diagnosis(client, api, run_id):
+                    out(line)
             if show_status:
                 note = f" ({data['message']})" if data.get("message") else ""
                 out(f"run {status}{note}")

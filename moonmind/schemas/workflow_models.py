@@ -157,7 +157,27 @@ class TaskStateModel(BaseModel):
     updated_at: datetime
 
 
+class SuggestedRun(BaseModel):
+    """A run for the service a diagnosis points at: submit it as is."""
+
+    target_service: str
+    instruction: str
+
+
+class RunDiagnosis(BaseModel):
+    """The analyze step's primary diagnosis: what failed, about what, and what to do."""
+
+    kind: str
+    subject: str
+    outcome: str
+    remediation: str
+    evidence: str
+    also: list[str] = Field(default_factory=list)  # further kinds seen (context)
+    suggested_run: SuggestedRun | None = None
+
+
 class RunDetail(RunSummary):
+    diagnosis: RunDiagnosis | None = None  # first: why the service fails
     action_plan: ActionPlanModel
     steps: list[PlanStepState]
     artifacts: list[RunArtifactModel]

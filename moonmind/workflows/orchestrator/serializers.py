@@ -13,10 +13,12 @@ from moonmind.schemas.workflow_models import (
     PlanStepState,
     RunArtifactModel,
     RunDetail,
+    RunDiagnosis,
     RunSummary,
     TaskStateModel,
 )
 from moonmind.workflows.orchestrator import policies
+from moonmind.workflows.orchestrator.enums import StepName
 from moonmind.workflows.orchestrator.plan import Plan, context_of
 from moonmind.workflows.orchestrator.repositories import as_utc
 
@@ -84,6 +86,24 @@ def task_state_model(row: TaskState) -> TaskStateModel:
     )
 
 
+def diagnosis_of(plan: Plan) -> RunDiagnosis | None:
+    """The primary diagnosis the analyze step recorded, with its pointer run if any."""
+    analysis = plan.result(StepName.ANALYZE).get("analysis") or {}
+    found = analysis.get("diagnosis") or []
+    if not found:
+        return None
+    first = found[0]
+    return RunDiagnosis(
+        kind=first["kind"],
+        subject=first["subject"],
+        outcome=first.get("outcome") or "explain",
+        remediation=first["remediation"],
+        evidence=first["evidence"],
+        also=[d["kind"] for d in found[1:]],
+        suggested_run=analysis.get("suggested_run"),
+    )
+
+
 def run_detail(
     run: OrchestratorRun, artifacts: list[RunArtifact], task_states: list[TaskState] | None = None
 ) -> RunDetail:
@@ -93,6 +113,7 @@ def run_detail(
     assert generated is not None
     return RunDetail(
         **_summary_fields(run),
+        diagnosis=diagnosis_of(plan),
         action_plan=ActionPlanModel(
             plan_id=row.id,
             generated_at=generated,

@@ -24,6 +24,7 @@ PYTHON = "moonmind/python-base:bookworm"
 FREE_PORT = 58231  # nothing listens here: connection refused
 HELD_PORT = 58232  # the `holder` service listens here: address in use
 DB_PORT = 58233  # exposed by the exited `db` service
+IDLE_PORT = 58234  # exposed by the running `idledb` service, which never listens on it
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ BROKEN: dict[str, Broken] = {
     "cmdmissing": Broken([BUSYBOX, "sh", "-c", "echo starting; curl http://example.invalid"]),
     "pipmissing": Broken([PYTHON, "pip", "install", "--no-index", "ledger-client-nosuch"]),
     "importname": _py("from os import no_such_helper"),
+    "pinmismatch": _py("from setuptools import no_such_helper"),
     "syntax": Broken(
         [PYTHON, "sh", "-c", "printf 'x = 1\\nprint((x)\\n' > /tmp/app.py; python3 /tmp/app.py"]
     ),
@@ -69,6 +71,10 @@ BROKEN: dict[str, Broken] = {
         f"import asyncio; asyncio.run(asyncio.open_connection('127.0.0.1', {DB_PORT}))"
     ),
     "db": Broken(["--expose", str(DB_PORT), BUSYBOX, "sh", "-c", "echo 'db: bad config'; exit 1"]),
+    "idleclient": _py(
+        f"import asyncio; asyncio.run(asyncio.open_connection('127.0.0.1', {IDLE_PORT}))"
+    ),
+    "idledb": Broken(["--expose", str(IDLE_PORT), BUSYBOX, "sleep", "300"], until="running"),
     "oom": _py(
         "chunks = [bytearray(1 << 20) for _ in range(256)]", "--memory", "8m", "--memory-swap", "8m"
     ),  # fmt: skip
@@ -99,7 +105,7 @@ BROKEN: dict[str, Broken] = {
 }
 
 
-FIRST = ("holder", "db")
+FIRST = ("holder", "db", "idledb")
 
 
 def _docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,7 @@ import pytest
 from moonmind.workflows.orchestrator.diagnosis.analyzers import KINDS
 from moonmind.workflows.orchestrator.enums import StepName
 from moonmind.workflows.orchestrator.steps import STEP_FUNCTIONS
-from tests.integration.diagnosis.conftest import DB_PORT, FREE_PORT, HELD_PORT
+from tests.integration.diagnosis.conftest import DB_PORT, FREE_PORT, HELD_PORT, IDLE_PORT
 from tests.support.steps import make_context, service_context
 
 pytestmark = pytest.mark.docker
@@ -23,6 +23,7 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "cmdmissing": ("command_not_found", ("curl",)),
     "pipmissing": ("pip_no_distribution", ("ledger-client-nosuch",)),
     "importname": ("import_name_mismatch", ("no_such_helper", "os")),
+    "pinmismatch": ("import_name_mismatch", ("no_such_helper", "setuptools")),
     "syntax": ("syntax_error", ("/tmp/app.py", ":2")),
     "envvar": ("missing_env_var", ("LEDGER_URL",)),
     "badvalue": ("invalid_config_value", ("'abc'", "int()")),
@@ -32,13 +33,14 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "portbusy": ("port_in_use", (str(HELD_PORT), "holder")),
     "refused": ("connection_refused", (f"127.0.0.1:{FREE_PORT}",)),
     "dbclient": ("connection_refused", (f"127.0.0.1:{DB_PORT}", "db exited (exit 1)")),
+    "idleclient": ("connection_refused", (f"127.0.0.1:{IDLE_PORT}", "idledb running")),
     "oom": ("oom_killed", ("8 MiB",)),
     "sigterm": ("killed_by_signal", ("SIGTERM",)),
     "segv": ("segfault", ("139",)),
     "badexec": ("exec_format_error", ("/server",)),
     "noentry": ("entrypoint_missing", ("/usr/local/bin/ledger-server",)),
     "unhealthy": ("healthcheck_failing", ("ledger not ready",)),
-    "looping": ("crash_loop", ("restarts", "last exit 2")),
+    "looping": ("crash_loop", ("restarts", "first exit unknown", "last exit 2")),
 }
 
 

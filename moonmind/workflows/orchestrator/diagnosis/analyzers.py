@@ -87,3 +87,18 @@ def explanation(diagnoses: list[Diagnosis]) -> str:
 
 def outcome(diagnoses: list[Diagnosis]) -> Outcome | None:
     return diagnoses[0].outcome if diagnoses else None
+
+
+def suggested_run(diagnoses: list[Diagnosis], service: str) -> dict[str, str] | None:
+    """A run for the service the primary diagnosis points at (one click in the API/CLI)."""
+    if not diagnoses or diagnoses[0].outcome is not Outcome.OTHER_SERVICE:
+        return None
+    first = diagnoses[0]
+    other = first.other_service
+    if not other or other == service:
+        return None
+    return {
+        "target_service": other,
+        "instruction": f"{service} fails with {first.kind} ({first.subject}) because of "
+        f"{other}: {first.remediation}",
+    }

@@ -5,7 +5,12 @@ from __future__ import annotations
 import re
 import signal
 
-from moonmind.workflows.orchestrator.diagnosis.evidence import Diagnosis, Evidence
+from moonmind.workflows.orchestrator.diagnosis.evidence import (
+    ERRORISH,
+    Diagnosis,
+    Evidence,
+    clean_lines,
+)
 
 CRASH_LOOP_RESTARTS = 3
 _EXEC_FORMAT = re.compile(r"(?i)exec format error")
@@ -93,14 +98,26 @@ def killed_by_signal(ev: Evidence) -> Diagnosis | None:
     )
 
 
+def first_crash_line(logs: str) -> str:
+    """The earliest error line of the log (the first run's crash, when the log reaches back
+    that far); "" when no line looks like an error."""
+    return next((line.strip() for line in clean_lines(logs) if ERRORISH.search(line)), "")
+
+
 def crash_loop(ev: Evidence) -> Diagnosis | None:
     looping = ev.status == "restarting" or ev.restart_count >= CRASH_LOOP_RESTARTS
     if not looping or ev.restart_count == 0:
         return None
+    # The engine keeps only the last exit code; the first is not invented from the logs.
+    first = first_crash_line(ev.logs)
+    last = ev.block.strip().splitlines()[-1] if ev.block.strip() else ""
+    said = f"; first crash said: {first!r}" if first else ""
+    said += f"; last crash said: {last!r}" if last and last != first else ""
     return Diagnosis(
         "crash_loop",
-        f"{ev.restart_count} restarts (last exit {ev.exit_code})",
-        f"RestartCount={ev.restart_count}, restart policy {ev.restart_policy or 'none'}",
+        f"{ev.restart_count} restarts (first exit unknown, last exit {ev.exit_code})",
+        f"RestartCount={ev.restart_count}, restart policy {ev.restart_policy or 'none'}, "
+        f"first exit unknown to the engine, last exit {ev.exit_code}{said}",
         f"the engine restarts it over and over ({ev.restart_count} times so far); restarting "
         "again will not help: fix the cause its last crash shows",
     )

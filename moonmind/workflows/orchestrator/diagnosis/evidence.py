@@ -49,6 +49,7 @@ class Evidence:
     user: str = ""
     service: str = ""
     stack: dict[str, ServiceState] = field(default_factory=dict)
+    instruction: str = ""  # the operator's words: a rule may take a value from them
 
     @property
     def block(self) -> str:
@@ -64,12 +65,13 @@ class Diagnosis:
     evidence: str
     remediation: str
     outcome: Outcome = Outcome.EXPLAIN
+    other_service: str = ""  # with Outcome.OTHER_SERVICE: the stack service to fix first
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _TRACEBACK = re.compile(r"^Traceback \(most recent call last\):")
 _PY_FILE = re.compile(r'^\s*File "[^"]+", line \d+')
-_ERRORISH = re.compile(
+ERRORISH = re.compile(
     r"(?i)\b(error|exception|fatal|panic|refused|denied|not found|no such file|"
     r"cannot|can't|failed|killed|in use|eaddrinuse|read-only)\b"
 )
@@ -108,7 +110,7 @@ def crash_block(logs: str) -> str:
     start = _traceback_start(lines)
     if start is not None:
         return "\n".join(lines[start : start + MAX_BLOCK_LINES * 2][-MAX_BLOCK_LINES:])
-    errors = [i for i, line in enumerate(lines) if _ERRORISH.search(line)]
+    errors = [i for i, line in enumerate(lines) if ERRORISH.search(line)]
     if not errors:
         return "\n".join(lines[-20:])
     begin, end = _paragraph_around(lines, errors[-1])

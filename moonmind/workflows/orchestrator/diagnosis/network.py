@@ -53,18 +53,19 @@ def port_in_use(ev: Evidence) -> Diagnosis | None:
     port = next((m.group(1) for p in _IN_USE_PORT if (m := p.search(ev.block))), None)
     holder = _holder(ev, int(port)) if port else None
     where = f"port {port}" if port else "its port"
+    line = _line_of(ev.block, _IN_USE)
     if holder:
-        subject = f"{port} (held by {holder[0]})"
         fix = f"{where} is already taken by service {holder[0]}: give one of them another port"
-    else:
-        subject = port or "unknown port"
-        fix = f"{where} is already taken by another process: free it or change the port"
-    return Diagnosis(
-        "port_in_use",
-        subject,
-        _line_of(ev.block, _IN_USE),
-        fix + " in the compose file",
-    )
+        return Diagnosis(
+            "port_in_use",
+            f"{port} (held by {holder[0]})",
+            line,
+            fix + " in the compose file",
+            Outcome.OTHER_SERVICE,
+            holder[0],
+        )
+    fix = f"{where} is already taken by another process: free it or change the port"
+    return Diagnosis("port_in_use", port or "unknown port", line, fix + " in the compose file")
 
 
 def _refused_address(block: str) -> tuple[str, int] | None:
@@ -106,11 +107,20 @@ def connection_refused(ev: Evidence) -> Diagnosis | None:
             "address in the service's configuration",
         )
     name, state = peer
+    then = f"then restart {ev.service or 'this service'}"
+    if state.status == "running":
+        fix = (
+            f"{name} is running but refusing connections on port {port}: make it listen on "
+            f"{port} on all its interfaces (not only its own localhost), or point "
+            f"{ev.service or 'this service'} at the port it does listen on; {then}"
+        )
+    else:
+        fix = f"{name} is {state.describe()}, fix it first (a run for {name}), {then}"
     return Diagnosis(
         "connection_refused",
         f"{host}:{port} ({name} {state.describe()})",
         line,
-        f"{name} is {state.describe()}, fix it first (a run for {name}), then restart "
-        f"{ev.service or 'this service'}",
+        fix,
         Outcome.OTHER_SERVICE,
+        name,
     )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+from moonmind.workflows.orchestrator.diagnosis.kind_rules import diagnosis_edits
 from moonmind.workflows.orchestrator.diagnosis.node_deps import node_edit
 from moonmind.workflows.orchestrator.diagnosis.os_packages import os_package_edit
 from moonmind.workflows.orchestrator.diagnosis.python_deps import python_edit
@@ -23,9 +25,16 @@ RULES: dict[str, Rule] = {
 
 
 def derive_rule_edits(
-    signatures: Sequence[Signature], *, workspace: Path, build_context: str, dockerfile: str
+    signatures: Sequence[Signature],
+    *,
+    workspace: Path,
+    build_context: str,
+    dockerfile: str,
+    diagnoses: Sequence[Mapping[str, Any]] = (),
+    instruction: str = "",
 ) -> list[FileEdit]:
-    """Edits for the first signature a built-in rule can fix; [] when none applies."""
+    """Edits for the first signature a built-in rule can fix, else for the first diagnosis
+    a kind rule can fix with the instruction's values; [] when none applies."""
     context = join_relpath(build_context or ".")
     docker = join_relpath(dockerfile)
     if context is None or docker is None:
@@ -36,4 +45,4 @@ def derive_rule_edits(
         edits = rule(sig, target) if rule else []
         if edits:
             return edits
-    return []
+    return diagnosis_edits(diagnoses, instruction, target)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 from moonmind.workflows.orchestrator.diagnosis.evidence import Diagnosis, Evidence, Outcome
+from moonmind.workflows.orchestrator.diagnosis.instruction import env_value, pinned_version
+from moonmind.workflows.orchestrator.diagnosis.python_deps import distribution_for_module
 from moonmind.workflows.orchestrator.diagnosis.signatures import SignatureKind, detect_signatures
 
 _FIXABLE = {
@@ -59,12 +61,28 @@ def import_name_mismatch(ev: Evidence) -> Diagnosis | None:
     if m is None:
         return None
     name, module = m.groups()
+    dist = distribution_for_module(module)
+    version = pinned_version(ev.instruction, dist) if dist else None
+    if dist is not None and version is not None:
+        return Diagnosis(
+            "import_name_mismatch",
+            f"{name} from {module}",
+            _line(ev.block, m),
+            f"the installed {dist} has no '{name}': a rule pins {dist}=={version} (the "
+            "version the instruction names) in the requirements",
+            Outcome.FIX,
+        )
+    ask = (
+        f"pin {dist} in the requirements to a version that has it (say which in the "
+        f"instruction, e.g. '{dist}==X.Y', and a rule pins it), or update the import"
+        if dist
+        else "it comes with Python or the service itself: update the import or the Python version"
+    )
     return Diagnosis(
         "import_name_mismatch",
         f"{name} from {module}",
         _line(ev.block, m),
-        f"the installed version of '{module.split('.')[0]}' has no '{name}': pin its "
-        "distribution in the requirements to a version that has it, or update the import",
+        f"the installed '{module.split('.')[0]}' has no '{name}': {ask}",
     )
 
 
@@ -100,12 +118,23 @@ def missing_env_var(ev: Evidence) -> Diagnosis | None:
     if m is None:
         return None
     name = m.group(1)
+    value = env_value(ev.instruction, name)
+    if value is not None:
+        return Diagnosis(
+            "missing_env_var",
+            name,
+            _line(ev.block, m),
+            f"a rule adds the default ENV {name}={value} (the value the instruction gives) "
+            "to the Dockerfile; the compose file's environment still overrides it",
+            Outcome.FIX,
+        )
     return Diagnosis(
         "missing_env_var",
         name,
         _line(ev.block, m),
         f"set {name} in the compose file's environment for {ev.service or 'the service'} "
-        "(or in its .env file); the orchestrator does not edit those files",
+        f"(or in its .env file); the orchestrator does not edit those files (or give the "
+        f"value in the instruction, '{name}=...', for an ENV default in the Dockerfile)",
     )
 
 

@@ -9,7 +9,12 @@ from typing import Any
 from moonmind.workflows.orchestrator.adapters.docker_engine import ContainerInfo
 from moonmind.workflows.orchestrator.adapters.probe import probe_http
 from moonmind.workflows.orchestrator.diagnosis import detect_signatures
-from moonmind.workflows.orchestrator.diagnosis.analyzers import diagnose, explanation, outcome
+from moonmind.workflows.orchestrator.diagnosis.analyzers import (
+    diagnose,
+    explanation,
+    outcome,
+    suggested_run,
+)
 from moonmind.workflows.orchestrator.diagnosis.evidence import Evidence, ServiceState
 from moonmind.workflows.orchestrator.enums import ArtifactType
 from moonmind.workflows.orchestrator.plan import AnalyzeParameters
@@ -41,7 +46,11 @@ def was_healthy(info: ContainerInfo | None, probe: Any) -> bool:
 
 
 def gather_evidence(
-    service: str, info: ContainerInfo | None, logs: str, stack: dict[str, ContainerInfo]
+    service: str,
+    info: ContainerInfo | None,
+    logs: str,
+    stack: dict[str, ContainerInfo],
+    instruction: str = "",
 ) -> Evidence:
     """What the analyzers read: the engine's state of the container, its logs, its stack."""
     states = {
@@ -49,7 +58,7 @@ def gather_evidence(
         for name, other in stack.items()
     }
     if info is None:
-        return Evidence(logs=logs, service=service, stack=states)
+        return Evidence(logs=logs, service=service, stack=states, instruction=instruction)
     return Evidence(
         logs=logs,
         status=info.status,
@@ -65,6 +74,7 @@ def gather_evidence(
         user=info.user,
         service=service,
         stack=states,
+        instruction=instruction,
     )
 
 
@@ -79,7 +89,7 @@ def analyze(ctx: StepContext) -> StepResult:
         stack = engine.stack(svc.project)
     finally:
         engine.close()
-    evidence = gather_evidence(svc.service, info, logs, stack)
+    evidence = gather_evidence(svc.service, info, logs, stack, ctx.instruction)
     block = evidence.block
     signatures = detect_signatures(block)  # the last crash, not any line of the log
     diagnoses = diagnose(evidence, params.signatures)
@@ -94,6 +104,7 @@ def analyze(ctx: StepContext) -> StepResult:
         "diagnosis": [asdict(d) for d in diagnoses],
         "explanation": explanation(diagnoses),
         "outcome": outcome(diagnoses),
+        "suggested_run": suggested_run(diagnoses, svc.service),
     }
     analysis["healthy_before"] = was_healthy(info, analysis["health_probe"])
     ctx.save(

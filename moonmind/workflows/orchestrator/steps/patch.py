@@ -95,6 +95,8 @@ def _rules(ctx: StepContext, before: ws.Snapshot, allow: list[str]) -> bool:
         workspace=ctx.workspace,
         build_context=profile.build_context,
         dockerfile=profile.dockerfile,
+        diagnoses=analysis.get("diagnosis", []),
+        instruction=ctx.instruction,
     )
     if not edits:
         return False
