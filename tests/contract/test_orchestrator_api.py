@@ -34,6 +34,7 @@ from api_service.main import create_app
 from moonmind.config import Settings, get_settings, load_settings
 from moonmind.workflows.orchestrator import repositories
 from moonmind.workflows.orchestrator.enums import ArtifactType, RunStatus, StepName, StepStatus
+from moonmind.workflows.orchestrator.events import RunFollower
 from moonmind.workflows.orchestrator.storage import ArtifactStore
 from tests.support.auth import ALICE, BOB, CAROL, CAST, VIC, Caller
 from tests.support.broker import delete_queues
@@ -933,3 +934,33 @@ class TestHttpErrors:
         response = await client.get("/orchestrator/nothing-here")
         assert response.status_code == 404
         assert response.json()["error"] == "not_found"
+
+
+# -- audit ----------------------------------------------------------------------------
+
+
+class TestAudit:
+    async def test_refusals_and_approvals_are_events_on_the_run(
+        self, authed: httpx.AsyncClient, db: Database, store: ArtifactStore
+    ) -> None:
+        """Who tried what stays on the run (detail and SSE), refusals with their reason."""
+        run_id = _run_with(db, RunStatus.AWAITING_APPROVAL, protected=True)
+        forged = await authed.post(
+            f"/orchestrator/runs/{run_id}/approvals",
+            json=_approval(CAROL, "sre", "bob"),
+            headers=CAROL.headers,
+        )
+        assert forged.status_code == 403
+        granted = await authed.post(
+            f"/orchestrator/runs/{run_id}/approvals", json=APPROVAL, headers=BOB.headers
+        )
+        assert granted.status_code == 200, granted.text
+        detail = (await authed.get(f"/orchestrator/runs/{run_id}", headers=BOB.headers)).json()
+        trail = [(e["action"], e["principal"]) for e in detail["metrics_snapshot"]["audit"]]
+        assert trail == [("approval_refused", "carol"), ("approval_granted", "bob")]
+        assert "caller is 'carol'" in detail["metrics_snapshot"]["audit"][0]["reason"]
+
+        follower = RunFollower(db, store, run_id)
+        audit_events = [e.data for e in follower.poll() if e.kind == "audit"]
+        assert [(e["action"], e["principal"]) for e in audit_events] == trail
+        assert [e for e in follower.poll() if e.kind == "audit"] == []  # each sent once

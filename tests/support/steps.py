@@ -44,6 +44,7 @@ def make_context(
     requested_patch: str | None = None,
     agent_template: str = "",
     redactor: Redactor | None = None,
+    artifacts: Path | None = None,
 ) -> StepContext:
     """The plan is the one a submission would store, with ``parameters`` merged in."""
     service = service or service_context(root)
@@ -55,7 +56,7 @@ def make_context(
         instruction="fix",
         service=service,
         plan=Plan(steps=steps),
-        store=ArtifactStore(root / "artifacts"),
+        store=ArtifactStore(artifacts or root / "artifacts"),
         requested_patch=requested_patch,
         agent_template=agent_template,
         redactor=redactor or default_redactor(),

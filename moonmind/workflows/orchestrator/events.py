@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from api_service.db.base import Database
+from moonmind.workflows.orchestrator import audit
 from moonmind.workflows.orchestrator import repositories as repo
 from moonmind.workflows.orchestrator.enums import (
     STEP_ORDER,
@@ -38,7 +39,7 @@ STEP_LOGS = {
 
 @dataclass(frozen=True)
 class Event:
-    kind: str  # step | log | status
+    kind: str  # step | log | status | audit
     data: dict[str, Any]
 
     def encode(self, event_id: int) -> str:
@@ -54,6 +55,7 @@ class RunFollower:
     run_id: uuid.UUID
     sent_status: dict[StepName, StepStatus] = field(default_factory=dict)
     log_offsets: dict[str, int] = field(default_factory=dict)
+    audit_sent: int = 0
     finished: bool = False
 
     def poll(self) -> list[Event]:
@@ -64,7 +66,9 @@ class RunFollower:
                 return [Event("status", {"status": "missing", "message": "run not found"})]
             steps = Plan.of(run.action_plan).steps
             status, message = run.status, run.message
-        events: list[Event] = []
+            recorded = audit.entries(run)
+        events = [Event("audit", entry) for entry in recorded[self.audit_sent :]]
+        self.audit_sent = len(recorded)
         for step in sorted(steps, key=lambda s: STEP_ORDER.index(s.name)):
             events.extend(self._step_events(step))
         if status in TERMINAL_STATUSES:

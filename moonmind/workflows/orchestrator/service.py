@@ -6,7 +6,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy.orm import Session
 
@@ -15,8 +15,7 @@ from api_service.db.models import OrchestratorRun
 from moonmind.auth import Principal
 from moonmind.config import Settings
 from moonmind.schemas.workflow_models import ApprovalRequest, RetryRequest, RunCreate
-from moonmind.utils.logging import log_event
-from moonmind.workflows.orchestrator import cancellation, policies
+from moonmind.workflows.orchestrator import audit, cancellation, policies
 from moonmind.workflows.orchestrator import repositories as repo
 from moonmind.workflows.orchestrator.action_plan import (
     build_plan,
@@ -158,7 +157,9 @@ def submit_run(
     return run
 
 
-def _check_approver(run_id: uuid.UUID, request: ApprovalRequest, principal: Principal) -> None:
+def _check_approver(
+    db: Database, run_id: uuid.UUID, request: ApprovalRequest, principal: Principal
+) -> None:
     """The approver is the caller: a body naming someone else, or a role not held, is 403."""
     reason = None
     if request.approver.id != principal.id:
@@ -169,7 +170,7 @@ def _check_approver(run_id: uuid.UUID, request: ApprovalRequest, principal: Prin
     elif not principal.has_role(request.approver.role):
         reason = f"{principal.id} does not hold the role {request.approver.role!r}"
     if reason is not None:
-        log_event(run_id, "api", "approval_refused", principal=principal.id, reason=reason)
+        audit.record(db, run_id, "approval_refused", principal.id, reason=reason)
         raise Forbidden(reason)
 
 
@@ -181,7 +182,7 @@ def approve_run(
     principal: Principal,
 ) -> OrchestratorRun:
     """Record an approval; a run waiting at its gate continues from the gated step."""
-    _check_approver(run_id, request, principal)
+    _check_approver(db, run_id, request, principal)
     now = policies.utcnow()
     with db.session() as session:
         run = repo.get_run(session, run_id, for_update=True)
@@ -203,26 +204,35 @@ def approve_run(
         try:
             run.approval = policies.accept(run, gate, request, now=now, diff_sha256=diff_sha)
         except policies.ApprovalRejected as exc:
-            log_event(run_id, "api", "approval_refused", principal=principal.id, reason=str(exc))
-            if isinstance(exc, policies.ApprovalForbidden):
-                raise Forbidden(str(exc)) from None
-            raise ApprovalConflict(str(exc)) from None
-        log_event(
-            run_id, "api", "approval_granted", principal=principal.id, role=request.approver.role
-        )
-        run.approval_token = policies.token_sha256(request.token)
-        session.flush()
-        queued = (
-            _resume_at_gate(session, run, gate.step, request, now)
-            if (run.status == RunStatus.AWAITING_APPROVAL)
-            else None
-        )
-        waited_s = (run.metrics_snapshot or {}).get("approval_wait_seconds")
+            refused: policies.ApprovalRejected | None = exc  # recorded after this transaction
+            queued, waited_s = None, None
+        else:
+            refused = None
+            audit.note(session, run, "approval_granted", principal.id, role=request.approver.role)
+            run.approval_token = policies.token_sha256(request.token)
+            session.flush()
+            queued = (
+                _resume_at_gate(session, run, gate.step, request, now)
+                if (run.status == RunStatus.AWAITING_APPROVAL)
+                else None
+            )
+            waited_s = (run.metrics_snapshot or {}).get("approval_wait_seconds")
+    if refused is not None:
+        _refuse(db, run_id, principal, refused)
     if queued is not None:
         if waited_s is not None:
             _metrics(settings).timing_ms("approvals.wait", float(waited_s) * 1000)
         enqueue(settings, queued)
     return _reload(db, run_id)
+
+
+def _refuse(
+    db: Database, run_id: uuid.UUID, principal: Principal, refused: policies.ApprovalRejected
+) -> NoReturn:
+    audit.record(db, run_id, "approval_refused", principal.id, reason=str(refused))
+    if isinstance(refused, policies.ApprovalForbidden):
+        raise Forbidden(str(refused)) from None
+    raise ApprovalConflict(str(refused)) from None
 
 
 def _resume_at_gate(
@@ -286,12 +296,12 @@ def retry_run(
         retries = [*snapshot.get("retries", []), note]
         retried_by = [*snapshot.get("retried_by", []), principal.id]
         repo.set_metrics(session, run, retries=retries, retried_by=retried_by)
+        audit.note(session, run, "retry", principal.id, note=note)
         run.approval = None
         run.status = RunStatus.PENDING
         run.completed_at = None
         run.message = note
         session.flush()
-    log_event(run_id, "api", "retry", principal=principal.id, note=note)
     enqueue(settings, queued)
     return _reload(db, run_id)
 
@@ -348,6 +358,7 @@ def cancel_run(
         if run is None:
             raise RunNotFound(run_id)
         queued = cancellation.request_cancel(session, run, by=cancelled_by)
+        audit.note(session, run, "cancel", cancelled_by)
     if queued is not None:
         enqueue(settings, queued)
     return _reload(db, run_id)

@@ -173,6 +173,7 @@ def _context(settings: Settings, run: OrchestratorRun) -> StepContext:
         plan=Plan.of(run.action_plan),
         store=ArtifactStore(settings.artifact_root_path),
         requested_patch=run.requested_patch,
+        approved_diff=(run.approval or {}).get("diff_sha256"),
         agent_template=settings.patch_agent,
         agent_timeout_s=settings.patch_agent_timeout_seconds,
     )

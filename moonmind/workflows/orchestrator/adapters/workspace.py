@@ -64,6 +64,7 @@ __all__ = [
     "preimages",
     "protected_reason",
     "remove_file",
+    "write_symlink",
     "restore",
     "unified_diff",
     "validate_changes",
@@ -219,6 +220,20 @@ def write_file(root: Path, relpath: str, data: bytes) -> None:
     mode = stat.S_IMODE(full.stat().st_mode) if full.exists() else _REGULAR_MODE
     digest = hashlib.sha256(data).hexdigest()
     _atomic_replace(full, FileState(True, False, None, mode, digest, data))
+
+
+def write_symlink(root: Path, relpath: str, target: str) -> None:
+    """Atomically put a symlink (back) at relpath; its target is stored, never followed.
+
+    The link's own path is refused like write_file's (never-patchable, escaping parents).
+    """
+    full = _checked(root, relpath)
+    if full.is_dir() and not full.is_symlink():
+        raise WorkspaceError(f"{relpath!r} is a directory")
+    raw = os.fsencode(target)
+    _atomic_replace(
+        full, FileState(True, True, target, 0o777, hashlib.sha256(raw).hexdigest(), raw)
+    )
 
 
 def remove_file(root: Path, relpath: str) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+from moonmind.workflows.orchestrator.adapters.snapshot import FileState
 from moonmind.workflows.orchestrator.diagnosis.build_log import build_failed
 from moonmind.workflows.orchestrator.enums import ArtifactType, StepName
 from moonmind.workflows.orchestrator.plan import BuildParameters
@@ -35,9 +36,25 @@ def _keeping(out: Callable[[str], None], kept: list[str]) -> Callable[[str], Non
     return write
 
 
+def _check_patched_files(ctx: StepContext) -> None:
+    """What is built must be what was patched (and, on a protected service, approved)."""
+    drifted = [
+        entry["path"]
+        for entry in ctx.result_of(StepName.PATCH).get("files", [])
+        if "sha256" in entry
+        and FileState.read(ctx.workspace / entry["path"]).sha256 != entry["sha256"]
+    ]
+    if drifted:
+        raise StepFailed(
+            f"files changed after the patch{' was approved' if ctx.approved_diff else ''}, "
+            f"nothing was built: {', '.join(drifted)}"
+        )
+
+
 def build(ctx: StepContext) -> StepResult:
     svc = ctx.service
     params = ctx.params(BuildParameters)
+    _check_patched_files(ctx)
     engine = connect()
     try:
         repository = f"{ROLLBACK_REPOSITORY}/{svc.project}-{svc.service}"

@@ -64,6 +64,7 @@ class StepContext:
     plan: Plan
     store: ArtifactStore
     requested_patch: str | None = None
+    approved_diff: str | None = None  # the diff sha256 an approval of this run names
     agent_template: str = ""
     agent_timeout_s: float = 600.0
     on_line: Callable[[str, str], None] = lambda step, line: None
@@ -134,11 +135,15 @@ class StepContext:
                     self.missing.append(relpath)
 
 
+class EngineUnreachable(StepFailed):
+    """The Docker engine cannot be reached; nothing of the step's engine work happened."""
+
+
 def connect() -> Engine:
     """The Docker engine, or a step failure that says it is unreachable."""
     try:
         return Engine.connect()
     except EngineUnavailable as exc:
-        raise StepFailed(
+        raise EngineUnreachable(
             f"infrastructure: Docker engine unreachable: {exc}", rollback=False
         ) from None

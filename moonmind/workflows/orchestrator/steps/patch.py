@@ -173,7 +173,10 @@ def patch(ctx: StepContext) -> StepResult:
         preimages.save(ctx, before, sorted(recorded | set(extra)))
     diff = ws.unified_diff(root, before, changed)
     ctx.save("patch.diff", diff.encode(), type=ArtifactType.PATCH_DIFF, kind="patch_diff")
-    files = [{"path": c.path, "change": c.kind} for c in changed]
+    files = [
+        {"path": c.path, "change": c.kind, "sha256": ws.FileState.read(root / c.path).sha256}
+        for c in changed
+    ]
     return StepResult(
         f"{used}: changed {', '.join(c.path for c in changed)}",
         {"source": used, "files": files, "diff_sha256": hashlib.sha256(diff.encode()).hexdigest()},

@@ -25,7 +25,12 @@ def save(ctx: StepContext, before: ws.Snapshot, paths: Iterable[str]) -> None:
     manifest = {}
     for path in paths:
         state = before.get(path)
-        manifest[path] = {"existed": state.exists, "mode": state.mode, "sha256": state.sha256}
+        manifest[path] = {
+            "existed": state.exists,
+            "mode": state.mode,
+            "sha256": state.sha256,
+            "symlink_to": state.link_target if state.is_symlink else None,
+        }
         if state.exists and state.data is not None:
             ctx.save(
                 f"pre-images/{path}", state.data, type=ArtifactType.PRE_IMAGE, kind="pre_image"
@@ -48,10 +53,14 @@ def manifest(ctx: StepContext) -> dict[str, dict[str, Any]]:
 
 
 def _check_restored(full: Path, path: str, meta: dict[str, Any]) -> None:
-    """The written file gets its recorded mode back and must hash to the recorded sha256."""
-    if meta.get("mode") is not None:
-        os.chmod(full, int(meta["mode"]))
-    digest = hashlib.sha256(full.read_bytes()).hexdigest()
+    """The written file gets its recorded mode back and must hash to the recorded sha256
+    (for a symlink: the sha256 of its target, as the snapshot records it)."""
+    if meta.get("symlink_to") is not None:
+        digest = hashlib.sha256(os.fsencode(os.readlink(full))).hexdigest()
+    else:
+        if meta.get("mode") is not None:
+            os.chmod(full, int(meta["mode"]))
+        digest = hashlib.sha256(full.read_bytes()).hexdigest()
     if digest != meta["sha256"]:
         raise StepFailed(
             f"restored {path} hashes to {digest}, not the recorded {meta['sha256']}",
@@ -81,7 +90,11 @@ def restore(ctx: StepContext, out: Callable[[str], None]) -> list[str]:
         )
     restored: list[str] = []
     for path, meta in sorted(recorded.items()):
-        if meta["existed"]:
+        if meta["existed"] and meta.get("symlink_to") is not None:
+            ws.write_symlink(root, path, meta["symlink_to"])
+            _check_restored(root / path, path, meta)
+            out(f"restored symlink {path} -> {meta['symlink_to']}")
+        elif meta["existed"]:
             data = ctx.store.resolve(ctx.run_id, f"pre-images/{path}").read_bytes()
             ws.write_file(root, path, data)
             _check_restored(root / path, path, meta)

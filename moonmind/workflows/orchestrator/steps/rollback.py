@@ -10,6 +10,7 @@ from moonmind.workflows.orchestrator.enums import ArtifactType, StepName
 from moonmind.workflows.orchestrator.plan import VerifyParameters
 from moonmind.workflows.orchestrator.steps import preimages
 from moonmind.workflows.orchestrator.steps.context import (
+    EngineUnreachable,
     StepContext,
     StepFailed,
     StepResult,
@@ -88,10 +89,21 @@ def rollback(ctx: StepContext) -> StepResult:
         swap = bool(
             image_ref and built.get("new_image") and built["new_image"] != built.get("old_image")
         )
-        if swap:
-            assert image_ref is not None
-            _restore_image(ctx, image_ref, out)
-        state, verification = _verify_restored(ctx, out)
+        try:
+            if swap:
+                assert image_ref is not None
+                _restore_image(ctx, image_ref, out)
+            state, verification = _verify_restored(ctx, out)
+        except EngineUnreachable as exc:
+            # The files are back; the image and the check need the engine.
+            out(f"files restored; the image part is pending: {exc.message}")
+            raise StepFailed(
+                f"restored {len(restored)} file(s); the image part is pending "
+                f"({'previous image not put back, ' if swap else ''}service not checked): "
+                f"{exc.message}",
+                rollback=False,
+                result={"restored": restored, "image_restored": False, "image_pending": True},
+            ) from None
     done = f"restored {len(restored)} file(s)" + (
         "; previous image back in service" if swap else ""
     )
