@@ -31,6 +31,8 @@ EVENTS: list[tuple[str, dict[str, Any]]] = [
 
 def _client(body: bytes) -> httpx.Client:
     def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == f"/orchestrator/runs/{RUN_ID}":  # the detail, read at the end
+            return httpx.Response(200, json={"run_id": RUN_ID, "diagnosis": None})
         assert request.url.path == f"/orchestrator/runs/{RUN_ID}/events"
         return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
 
