@@ -18,7 +18,6 @@ from moonmind.workflows.orchestrator.adapters.workspace import (
     changes,
     check_patch,
     patch_paths,
-    preimages,
     remove_file,
     restore,
     unified_diff,
@@ -222,10 +221,9 @@ def test_restore_is_byte_identical_and_keeps_unrelated_dirt(repo: Path) -> None:
     (repo / "services/api/app").write_text("now a file\n")
 
     found = changes(before, Snapshot.take(repo))
-    pre = preimages(before, found)
-    assert pre["new/deep/dir/file.txt"] is None
-    assert pre["app/Dockerfile"] == b"FROM node:20\n"
-    assert pre["services/api/requirements-link.txt"] == b"notes.txt"
+    assert before.get("new/deep/dir/file.txt").exists is False
+    assert before.get("app/Dockerfile").data == b"FROM node:20\n"
+    assert before.get("services/api/requirements-link.txt").link_target == "notes.txt"
 
     restore(repo, before, found)
     assert tree_hashes(repo) == expected

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -122,8 +121,3 @@ def changes(before: Snapshot, after: Snapshot) -> list[Change]:
         elif not old.same_as(new):
             result.append(Change(path, "modified"))
     return result
-
-
-def preimages(before: Snapshot, changes: Iterable[Change]) -> dict[str, bytes | None]:
-    """Original bytes per touched path (symlinks give their target; None = did not exist)."""
-    return {c.path: before.get(c.path).data for c in changes}

@@ -30,7 +30,6 @@ from moonmind.workflows.orchestrator.adapters.snapshot import (
     Snapshot,
     WorkspaceError,
     changes,
-    preimages,
 )
 from moonmind.workflows.orchestrator.adapters.unified_diff import unified_diff
 from moonmind.workflows.orchestrator.paths import (
@@ -61,8 +60,6 @@ __all__ = [
     "matches_pattern",
     "never_patchable_reason",
     "patch_paths",
-    "preimages",
-    "protected_reason",
     "remove_file",
     "write_symlink",
     "restore",
@@ -72,9 +69,6 @@ __all__ = [
 ]
 
 _REGULAR_MODE = 0o644
-
-# The old name of the never-patchable rule, kept for callers of the adapter.
-protected_reason = never_patchable_reason
 
 
 def _normalized(relpath: str) -> str:
