@@ -84,7 +84,12 @@ class OrchestratorRun(Base):
             "completed_at IS NULL OR started_at IS NULL OR completed_at >= started_at",
             name="completed_after_started",
         ),
+        # Keyset pagination, newest first: one index per filter of GET /orchestrator/runs.
         Index("ix_orchestrator_runs_queued_at_id", "queued_at", "id"),
+        Index("ix_orchestrator_runs_status_queued_at_id", "status", "queued_at", "id"),
+        Index(
+            "ix_orchestrator_runs_target_service_queued_at_id", "target_service", "queued_at", "id"
+        ),
         Index("ix_orchestrator_runs_target_service_status", "target_service", "status"),
     )
 
@@ -103,6 +108,9 @@ class OrchestratorRun(Base):
     approval_gate_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("approval_gates.id", ondelete="SET NULL"), nullable=True
     )
+    # The protected service's gate ("pre-run" / "pre-verify") as submitted, None when
+    # unprotected: the run summary reads it here, never from the plan's JSON.
+    approval_requirement: Mapped[str | None] = mapped_column(String(32), nullable=True)
     approval_token: Mapped[str | None] = mapped_column(Text, nullable=True)
     # Who approved, in which role, when, until when, and for which diff (sha256).
     approval: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

@@ -5,7 +5,12 @@ from pathlib import Path
 import pytest
 
 from moonmind.config import Settings
-from moonmind.workflows.orchestrator.celeryconfig import MAX_PRIORITY, celery_config
+from moonmind.workflows.orchestrator.celery_app import create_celery
+from moonmind.workflows.orchestrator.celeryconfig import (
+    FILESYSTEM_POLLING_INTERVAL_S,
+    MAX_PRIORITY,
+    celery_config,
+)
 
 RABBITMQ_CONSUMER_TIMEOUT_S = 30 * 60
 
@@ -32,6 +37,13 @@ def test_local_transport_keeps_everything_under_its_folder(tmp_path: Path) -> No
     for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
         assert Path(options[key]).is_relative_to(tmp_path / "celery")
         assert Path(options[key]).is_dir()
+
+
+def test_local_transport_polls_for_new_messages_every_50_ms(tmp_path: Path) -> None:
+    """A step's hand-off on the embedded default costs milliseconds, not kombu's 1 s poll."""
+    app = create_celery(Settings(broker_folder=str(tmp_path / "celery")))
+    with app.connection_for_write() as connection:
+        assert connection.transport.polling_interval == FILESYSTEM_POLLING_INTERVAL_S == 0.05
 
 
 def test_step_time_limit_must_stay_under_the_consumer_timeout() -> None:

@@ -24,9 +24,14 @@ from moonmind.workflows.orchestrator.service_profiles import ServiceProfile
 
 # The values a new plan gets; the steps read them back from the plan, never from here.
 LOG_TAIL_LINES = 300
-ANALYZE_PROBE_DEADLINE_S = 3.0
-CONTAINER_STABLE_S = 3.0
-PROBE_BACKOFF = Backoff(initial_delay_seconds=0.2, factor=2.0, max_delay_seconds=5.0)
+ANALYZE_PROBE_DEADLINE_S = 1.0  # one attempt, only when the container runs
+PROBE_BACKOFF = Backoff(
+    fast_interval_seconds=0.05,
+    fast_for_seconds=3.0,
+    initial_delay_seconds=0.2,
+    factor=2.0,
+    max_delay_seconds=5.0,
+)
 
 
 def service_context(
@@ -86,7 +91,7 @@ def build_plan(
             expected_status=profile.health_expected_status,
             timeout_seconds=profile.health_timeout_seconds,
             require_docker_health=profile.has_healthcheck,
-            stable_seconds=CONTAINER_STABLE_S,
+            stable_seconds=profile.stable_seconds,
             backoff=PROBE_BACKOFF,
         ),
         RollbackParameters(),

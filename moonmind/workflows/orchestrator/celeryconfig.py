@@ -15,6 +15,8 @@ from kombu import Exchange, Queue
 from moonmind.config import Settings
 
 MAX_PRIORITY = 9
+# How often the embedded filesystem transport looks for a new message (kombu's default: 1 s).
+FILESYSTEM_POLLING_INTERVAL_S = 0.05
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -57,5 +59,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "processed_folder": str(folder / "processed"),
             "control_folder": str(folder / "control"),
             "store_processed": False,
+            "polling_interval": FILESYSTEM_POLLING_INTERVAL_S,
         }
     return config

@@ -59,7 +59,8 @@ class AnalyzeParameters(StepParameters):
     service: str
     log_tail_lines: int = 300
     health_url: str | None = None
-    probe_deadline_seconds: float = 3.0
+    # One HTTP attempt of at most this long, and only when the container is running.
+    probe_deadline_seconds: float = 1.0
     # Operators' signatures from config.toml ({pattern, kind, remediation}), as the API saw them.
     signatures: list[dict[str, str]] = Field(default_factory=list)
 
@@ -82,8 +83,13 @@ class RestartParameters(StepParameters):
 
 
 class Backoff(BaseModel):
+    """Verify's probe schedule: every ``fast_interval_seconds`` for the first
+    ``fast_for_seconds``, then ``initial_delay_seconds`` growing by ``factor``."""
+
     model_config = ConfigDict(frozen=True)
 
+    fast_interval_seconds: float = 0.05
+    fast_for_seconds: float = 3.0
     initial_delay_seconds: float = 0.2
     factor: float = 2.0
     max_delay_seconds: float = 5.0
@@ -95,6 +101,7 @@ class VerifyParameters(StepParameters):
     expected_status: int = 200
     timeout_seconds: float = 120.0
     require_docker_health: bool = False
+    # How long the container must have been up, counted from its start, alongside the probe.
     stable_seconds: float = 3.0
     backoff: Backoff = Field(default_factory=Backoff)
 

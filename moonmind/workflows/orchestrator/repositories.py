@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, func, select, tuple_, update
+from sqlalchemy.orm import Session, lazyload
 from sqlalchemy.orm.attributes import flag_modified
 
 from api_service.db.models import (
@@ -74,6 +74,7 @@ def create_run(
         priority=priority,
         action_plan_id=plan.id,
         approval_token=approval_token,
+        approval_requirement=approval_requirement_of(service_context),
         requested_patch=requested_patch,
         artifact_root=f"{artifact_root.rstrip('/')}/{run_id}",
         metrics_snapshot={},
@@ -83,6 +84,13 @@ def create_run(
     session.add(run)
     session.flush()
     return run
+
+
+def approval_requirement_of(service_context: ServiceContext) -> str | None:
+    """The gate a protected service's runs wait at (policies.gate_for), kept on the row so
+    the run list never decodes the plan."""
+    profile = service_context.profile
+    return profile.approval_requirement if profile.protected else None
 
 
 def get_run(
@@ -127,6 +135,30 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     return queued, run_id
 
 
+def list_runs_statement(
+    *,
+    status: RunStatus | None = None,
+    service: str | None = None,
+    limit: int = 20,
+    cursor: str | None = None,
+    sqlite: bool = False,
+) -> Select[OrchestratorRun]:
+    """One page: ``limit + 1`` rows after ``cursor``, newest first; each filter has an
+    index ending in (queued_at, id) and the summary needs no plan: one index range scan."""
+    stmt = select(OrchestratorRun).options(lazyload(OrchestratorRun.action_plan))
+    if status is not None:
+        stmt = stmt.where(OrchestratorRun.status == status)
+    if service is not None:
+        stmt = stmt.where(OrchestratorRun.target_service == service)
+    if cursor:
+        queued, run_id = decode_cursor(cursor)
+        if sqlite:
+            queued = queued.astimezone(UTC).replace(tzinfo=None)
+        stmt = stmt.where(tuple_(OrchestratorRun.queued_at, OrchestratorRun.id) < (queued, run_id))
+    order = (OrchestratorRun.queued_at.desc(), OrchestratorRun.id.desc())
+    return stmt.order_by(*order).limit(limit + 1)
+
+
 def list_runs(
     session: Session,
     *,
@@ -136,25 +168,11 @@ def list_runs(
     cursor: str | None = None,
 ) -> RunPage:
     """Newest first, keyset-paginated on (queued_at, id) so new arrivals never shift a page."""
-    stmt = select(OrchestratorRun)
-    if status is not None:
-        stmt = stmt.where(OrchestratorRun.status == status)
-    if service is not None:
-        stmt = stmt.where(OrchestratorRun.target_service == service)
-    if cursor:
-        queued, run_id = decode_cursor(cursor)
-        if session.get_bind().dialect.name == "sqlite":
-            queued = queued.astimezone(UTC).replace(tzinfo=None)
-        stmt = stmt.where(
-            or_(
-                OrchestratorRun.queued_at < queued,
-                and_(OrchestratorRun.queued_at == queued, OrchestratorRun.id < run_id),
-            )
-        )
-    stmt = stmt.order_by(OrchestratorRun.queued_at.desc(), OrchestratorRun.id.desc()).limit(
-        limit + 1
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    stmt = list_runs_statement(
+        status=status, service=service, limit=limit, cursor=cursor, sqlite=sqlite
     )
-    rows = list(session.scalars(stmt).unique())
+    rows = list(session.scalars(stmt))
     more = len(rows) > limit
     rows = rows[:limit]
     return RunPage(runs=rows, next_cursor=encode_cursor(rows[-1]) if more and rows else None)

@@ -19,7 +19,7 @@ from moonmind.schemas.workflow_models import (
 )
 from moonmind.workflows.orchestrator import policies
 from moonmind.workflows.orchestrator.enums import StepName
-from moonmind.workflows.orchestrator.plan import Plan, context_of
+from moonmind.workflows.orchestrator.plan import Plan
 from moonmind.workflows.orchestrator.repositories import as_utc
 
 
@@ -30,8 +30,7 @@ def run_summary(run: OrchestratorRun) -> RunSummary:
 def _summary_fields(run: OrchestratorRun) -> dict[str, Any]:
     queued_at = as_utc(run.queued_at)
     assert queued_at is not None
-    gate = policies.gate_for(context_of(run.action_plan).profile)
-    requirement = gate.requirement.value if gate is not None else None
+    requirement = run.approval_requirement  # on the row: a list page decodes no plan
     return {
         "run_id": run.id,
         "status": run.status,

@@ -35,6 +35,7 @@ _OVERRIDE_KEYS = frozenset(
         "health_url",
         "health_expected_status",
         "health_timeout_seconds",
+        "stable_seconds",
         "allow",
         "protected",
         "approval_requirement",
@@ -58,6 +59,8 @@ class ServiceProfile:
     health_url: str | None
     health_expected_status: int = 200
     health_timeout_seconds: float = 120
+    # Verify: the container must have been up this long since its start (minReadySeconds).
+    stable_seconds: float = 3.0
     has_healthcheck: bool = False
     allow: tuple[str, ...] = ()
     protected: bool = False
@@ -254,6 +257,7 @@ def _apply_override(
         health_url=_opt_str(override, "health_url", base.health_url, where),
         health_expected_status=_status(override, base.health_expected_status, where),
         health_timeout_seconds=_timeout(override, base.health_timeout_seconds, where),
+        stable_seconds=_stable(override, base.stable_seconds, where),
         has_healthcheck=base.has_healthcheck,
         allow=_allow(override, base.allow, guard, where),
         protected=_bool(override, "protected", base.protected, where),
@@ -304,6 +308,13 @@ def _timeout(override: Mapping[str, Any], default: float, where: str) -> float:
     value = override.get("health_timeout_seconds", default)
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ValueError(f"{where}: health_timeout_seconds must be a positive number")
+    return float(value)
+
+
+def _stable(override: Mapping[str, Any], default: float, where: str) -> float:
+    value = override.get("stable_seconds", default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"{where}: stable_seconds must be a number >= 0")
     return float(value)
 
 

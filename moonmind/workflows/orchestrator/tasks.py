@@ -129,6 +129,8 @@ def execute_step(
     outcome = _run_step(step, claimed, settings.heartbeat_seconds)
     duration = time.monotonic() - began
     after = transitions.record(db, _metrics(), claimed, outcome, duration)
+    if after.queued is not None:  # the next step goes out right after the commit
+        enqueue(settings, after.queued)
     log_event(
         run_id,
         step.value,
@@ -148,8 +150,6 @@ def execute_step(
         prune_rollback_tags(db, settings.rollback_tags_keep, run_id)
     if after.gated is not None:
         log_event(run_id, "run", "approval_required", message=after.gated)
-    if after.queued is not None:
-        enqueue(settings, after.queued)
 
 
 def _register(step: StepName) -> Task:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,40 @@ def test_upgrade_downgrade_upgrade(database_url: str) -> None:
     migrate.upgrade(database_url)
     assert TABLES <= _tables(database_url)
     migrate.check(database_url)
+
+
+def test_0005_keeps_the_approval_requirement_on_existing_runs(tmp_path: Path) -> None:
+    """Runs stored before 0005 get their gate from their plan's snapshotted profile."""
+    from sqlalchemy import text
+
+    url = f"sqlite:///{tmp_path / 'orchestrator.db'}"
+    migrate.upgrade(url, "0004")
+    engine = make_engine(url)
+    profiles = {"a" * 32: {"protected": True, "approval_requirement": "pre-verify"}, "b" * 32: {}}
+    try:
+        with engine.begin() as conn:
+            for index, (plan, profile) in enumerate(profiles.items()):
+                conn.execute(
+                    text(
+                        "INSERT INTO orchestrator_action_plans (id, steps, service_context, "
+                        "generated_at, generated_by) VALUES (:id, '[]', :ctx, :at, 'system')"
+                    ),
+                    {"id": plan, "ctx": f'{{"profile": {json.dumps(profile)}}}', "at": "2026"},
+                )
+                conn.execute(
+                    text(
+                        "INSERT INTO orchestrator_runs (id, instruction, target_service, status, "
+                        "priority, action_plan_id, queued_at, metrics_snapshot, "
+                        "missing_artifacts, artifact_root) VALUES (:id, 'x', 'app', 'pending', "
+                        "'normal', :plan, :at, '{}', '[]', 'var')"
+                    ),
+                    {"id": str(index) * 32, "plan": plan, "at": f"2026-01-0{index + 1}"},
+                )
+        migrate.upgrade(url)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT id, approval_requirement FROM orchestrator_runs ORDER BY id")
+            ).fetchall()
+    finally:
+        engine.dispose()
+    assert [tuple(row) for row in rows] == [("0" * 32, "pre-verify"), ("1" * 32, None)]

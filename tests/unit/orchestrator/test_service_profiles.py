@@ -46,6 +46,7 @@ def test_defaults_for_dict_and_string_build(tmp_path: Path) -> None:
     assert web.health_url is None
     assert web.health_expected_status == 200
     assert web.health_timeout_seconds == 120
+    assert web.stable_seconds == 3.0
     assert web.protected is False
 
 
@@ -84,6 +85,7 @@ def test_overrides_are_applied(tmp_path: Path) -> None:
             "health_url": "http://127.0.0.1:8080/health",
             "health_expected_status": 204,
             "health_timeout_seconds": 30,
+            "stable_seconds": 0,
             "allow": ["web/src/**/*.py", "web/Dockerfile"],
             "protected": True,
         }
@@ -97,6 +99,7 @@ def test_overrides_are_applied(tmp_path: Path) -> None:
         health_url="http://127.0.0.1:8080/health",
         health_expected_status=204,
         health_timeout_seconds=30.0,
+        stable_seconds=0.0,
         has_healthcheck=False,
         allow=("web/src/**/*.py", "web/Dockerfile"),
         protected=True,
@@ -122,6 +125,8 @@ def test_override_for_missing_service(tmp_path: Path) -> None:
         ("health_expected_status", "200"),
         ("health_expected_status", True),
         ("health_timeout_seconds", 0),
+        ("stable_seconds", -1),
+        ("stable_seconds", "3"),
         ("protected", "yes"),
         ("allow", "web/Dockerfile"),
         ("health_url", 8080),

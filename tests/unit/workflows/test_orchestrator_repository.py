@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from api_service.db.base import make_engine
@@ -236,6 +236,62 @@ class TestCursorPagination:
             session, service=service, cursor=cursor_of([naive, str(runs[1].id)])
         )
         assert ids(page.runs) == [runs[0].id]
+
+
+# -- the plan PostgreSQL picks for a page --------------------------------------------------
+
+
+def _bulk_runs(session: Session, service: str, count: int) -> OrchestratorRun:
+    """One run through the factory, then ``count`` copies sharing its plan (fast): 50
+    services, one run in 20 failed, as a long-lived installation's history would be."""
+    first = create_run(session, service=service, queued_at=T0)
+    session.execute(
+        text(
+            "INSERT INTO orchestrator_runs (id, instruction, target_service, status, priority, "
+            "action_plan_id, queued_at, metrics_snapshot, missing_artifacts, artifact_root) "
+            "SELECT gen_random_uuid(), 'bulk', CASE WHEN n % 50 = 0 THEN :service "
+            "ELSE :service || '-' || (n % 50) END, CASE WHEN n % 20 = 0 THEN 'failed' "
+            "ELSE 'succeeded' END, 'normal', :plan, :t0 + n * interval '1 second', "
+            "'{}', '[]', 'var' FROM generate_series(1, :count) AS n"
+        ),
+        {"service": service, "plan": first.action_plan_id, "t0": T0, "count": count},
+    )
+    session.execute(text("ANALYZE orchestrator_runs"))
+    return first
+
+
+def _plan_of(session: Session, **filters: object) -> str:
+    page = repositories.list_runs(session, limit=100, **filters)  # type: ignore[arg-type]
+    stmt = repositories.list_runs_statement(limit=100, **filters)  # type: ignore[arg-type]
+    compiled = stmt.compile(session.get_bind(), compile_kwargs={"literal_binds": True})
+    rows = session.execute(text(f"EXPLAIN {compiled}")).scalars()
+    assert page.runs
+    return "\n".join(rows)
+
+
+class TestListRunsUsesAnIndex:
+    def test_first_page(self, session: Session, service: str) -> None:
+        _bulk_runs(session, service, 20_000)
+        plan = _plan_of(session)
+        assert "Index Scan Backward using ix_orchestrator_runs_queued_at_id" in plan, plan
+        assert "Sort" not in plan, plan
+
+    def test_filtered_pages(self, session: Session, service: str) -> None:
+        _bulk_runs(session, service, 20_000)
+        by_status = _plan_of(session, status=RunStatus.FAILED)
+        assert "ix_orchestrator_runs_status_queued_at_id" in by_status, by_status
+        assert "Sort" not in by_status, by_status
+        by_service = _plan_of(session, service=service)
+        assert "ix_orchestrator_runs_target_service_queued_at_id" in by_service, by_service
+        assert "Sort" not in by_service, by_service
+
+    def test_a_page_after_a_cursor(self, session: Session, service: str) -> None:
+        _bulk_runs(session, service, 20_000)
+        cursor = repositories.list_runs(session, service=service, limit=100).next_cursor
+        assert cursor is not None
+        plan = _plan_of(session, service=service, cursor=cursor)
+        assert "ix_orchestrator_runs_target_service_queued_at_id" in plan, plan
+        assert "Sort" not in plan, plan
 
 
 # -- the API's handling of bad filters -----------------------------------------------------

@@ -25,16 +25,24 @@ def describe_container(info: ContainerInfo | None) -> dict[str, Any] | None:
     return asdict(info) if info is not None else None
 
 
-def _probe(params: AnalyzeParameters) -> dict[str, Any] | None:
+def _probe(params: AnalyzeParameters, info: ContainerInfo | None) -> dict[str, Any] | None:
+    """One short HTTP attempt, only when the container runs: an exited or restarting
+    container is evidence enough, and asking its URL would only cost time."""
     if not params.health_url:
         return None
-    outcome = probe_http(params.health_url, deadline_s=params.probe_deadline_seconds)
+    if info is None or info.status != "running":
+        state = "no container" if info is None else f"container {info.status}"
+        skipped = {"ok": False, "status_code": None, "error": None, "attempts": 0}
+        return {"url": params.health_url, **skipped, "skipped": f"{state}: not probed"}
+    timeout = params.probe_deadline_seconds
+    outcome = probe_http(params.health_url, deadline_s=0.0, request_timeout_s=timeout)
     last = outcome.attempts[-1] if outcome.attempts else None
     return {
         "url": params.health_url,
         "ok": outcome.ok,
         "status_code": last.status_code if last else None,
         "error": last.error if last else None,
+        "attempts": len(outcome.attempts),
     }
 
 
@@ -83,10 +91,10 @@ def analyze(ctx: StepContext) -> StepResult:
     params = ctx.params(AnalyzeParameters)
     engine = connect()
     try:
-        info = engine.container_for(svc.project, svc.service)
+        stack = engine.stack(svc.project)  # one listing: the service and its siblings
+        info = stack.get(svc.service)
         raw = engine.logs(info.id, tail=params.log_tail_lines) if info is not None else ""
         logs = ctx.redactor.redact(raw)
-        stack = engine.stack(svc.project)
     finally:
         engine.close()
     evidence = gather_evidence(svc.service, info, logs, stack, ctx.instruction)
@@ -97,7 +105,7 @@ def analyze(ctx: StepContext) -> StepResult:
         "service": svc.service,
         "instruction": ctx.instruction,
         "container": describe_container(info),
-        "health_probe": _probe(params),
+        "health_probe": _probe(params, info),
         "signatures": [asdict(sig) for sig in signatures],
         "log_lines": len(logs.splitlines()),
         "crash_block": block,

@@ -1,0 +1,193 @@
+"""Verify's readiness watch: HTTP probe and stability window side by side (fake clock)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from moonmind.workflows.orchestrator.adapters.docker_engine import ContainerInfo
+from moonmind.workflows.orchestrator.adapters.readiness import (
+    Schedule,
+    Target,
+    started_epoch,
+    watch_ready,
+)
+
+STARTED = "2026-01-01T00:00:00.000000001Z"
+T0 = started_epoch(STARTED) or 0.0
+RUNNING = ContainerInfo(
+    id="c1",
+    name="proj-web-1",
+    status="running",
+    exit_code=0,
+    restart_count=0,
+    health=None,
+    started_at=STARTED,
+    image_id="sha256:abc",
+    oom_killed=False,
+)
+EXITED = replace(RUNNING, status="exited", exit_code=1)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    answering = False
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        ok = type(self).answering
+        self.send_response(200 if ok else 503)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, type[_Handler]]]:
+    handler = type("Handler", (_Handler,), {"answering": False})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/health", handler
+    httpd.shutdown()
+    httpd.server_close()
+
+
+class Time:
+    """Monotonic and wall clock advanced only by sleeping; hooks run at given times."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return T0 + self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_healthy_on_the_first_probe_after_it_answers(
+    server: tuple[str, type[_Handler]],
+) -> None:
+    url, handler = server
+    time, lines = Time(), []
+    looks = iter(range(1000))
+
+    def info() -> ContainerInfo:
+        if next(looks) == 4:  # the service starts answering before the 5th look
+            handler.answering = True
+        return RUNNING
+
+    result = watch_ready(
+        info,
+        Target(health_url=url, stable_s=0.0, deadline_s=30),
+        Schedule(),
+        lines.append,
+        clock=time.clock,
+        wall=time.wall,
+        sleep=time.sleep,
+    )
+    assert result.ok, result.reason
+    assert [a.ok for a in result.attempts] == [False] * 4 + [True]
+    assert time.sleeps == [0.05] * 4  # a short fixed interval first
+    assert sum("probe #" in line for line in lines) == 5
+
+
+def test_the_window_counts_from_the_container_start_alongside_the_probe(
+    server: tuple[str, type[_Handler]],
+) -> None:
+    url, handler = server
+    handler.answering = True
+    time, lines = Time(), []
+    result = watch_ready(
+        lambda: RUNNING,
+        Target(health_url=url, stable_s=1.0, deadline_s=30),
+        Schedule(),
+        lines.append,
+        clock=time.clock,
+        wall=time.wall,
+        sleep=time.sleep,
+    )
+    assert result.ok, result.reason
+    assert len(result.attempts) == 1  # answered at once; then only the window is awaited
+    assert result.stability["container_id"] == "c1"
+    assert result.stability["started_at"] == STARTED
+    assert result.stability["up_for_seconds"] >= 1.0
+    assert time.now == pytest.approx(1.0, abs=0.06)
+    assert any(line.startswith("container check: ok:") and "c1 started" in line for line in lines)
+    assert any(line.startswith("health check: ok:") for line in lines)
+
+
+def test_exit_inside_the_window_is_not_healthy(server: tuple[str, type[_Handler]]) -> None:
+    url, handler = server
+    handler.answering = True
+    time = Time()
+    states = iter([RUNNING] * 3)
+    result = watch_ready(
+        lambda: next(states, EXITED),
+        Target(health_url=url, stable_s=3.0, deadline_s=30),
+        Schedule(),
+        lambda line: None,
+        clock=time.clock,
+        wall=time.wall,
+        sleep=time.sleep,
+    )
+    assert not result.ok
+    assert "exited with code 1" in result.reason
+    assert result.attempts
+    assert result.attempts[0].ok
+    assert result.stability["up_for_seconds"] < 3.0
+
+
+def test_a_restart_after_answering_asks_again(server: tuple[str, type[_Handler]]) -> None:
+    url, handler = server
+    handler.answering = True
+    time = Time()
+    restarted = replace(RUNNING, id="c2")
+    states = iter([RUNNING, restarted])
+    result = watch_ready(
+        lambda: next(states, restarted),
+        Target(health_url=url, stable_s=0.0, deadline_s=30),
+        Schedule(),
+        lambda line: None,
+        clock=time.clock,
+        wall=time.wall,
+        sleep=time.sleep,
+    )
+    assert result.ok
+    assert result.stability["container_id"] == "c1"  # stable_s 0: the first look suffices
+
+
+def test_backs_off_after_the_fast_period_and_stops_at_the_deadline(
+    server: tuple[str, type[_Handler]],
+) -> None:
+    url, _ = server
+    time = Time()
+    result = watch_ready(
+        lambda: RUNNING,
+        Target(health_url=url, stable_s=0.0, deadline_s=10),
+        Schedule(fast_s=0.5, fast_for_s=1.0, initial_s=1.0, factor=2.0, max_s=4.0),
+        lambda line: None,
+        clock=time.clock,
+        wall=time.wall,
+        sleep=time.sleep,
+    )
+    assert not result.ok
+    assert "did not answer 200 within 10s" in result.reason
+    assert time.sleeps[:5] == [0.5, 0.5, 1.0, 2.0, 4.0]
+    assert time.now == pytest.approx(10.0)
+
+
+def test_started_at_parsing() -> None:
+    assert started_epoch("0001-01-01T00:00:00Z") is None
+    assert started_epoch("") is None
+    epoch = started_epoch("2026-01-01T00:00:01.5Z")
+    assert epoch == pytest.approx(T0 + 1.5, abs=1e-3)
