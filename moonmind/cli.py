@@ -68,14 +68,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from moonmind.workflows.orchestrator.tasks import app
 
     print(
-        f"orchestrator worker consuming queue '{settings.queue}' from "
+        f"orchestrator worker consuming queue '{settings.worker_queue}' from "
         f"{settings.redacted(settings.broker_url)} (concurrency {args.concurrency})",
         flush=True,
     )
     argv = [
         "worker",
         "--queues",
-        settings.queue,
+        settings.worker_queue,
         "--concurrency",
         str(args.concurrency),
         "--loglevel",

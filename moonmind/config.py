@@ -84,6 +84,13 @@ class Settings(BaseSettings):
         default="orchestrator.run",
         validation_alias=AliasChoices("ORCHESTRATOR_QUEUE", "orchestrator_queue"),
     )
+    # The Docker host this worker drives: it consumes "<queue>.<host>". Empty: the one
+    # local host, on the plain queue. Services name their host in [orchestrator.services.x].
+    host: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9_.-]*$",
+        validation_alias=AliasChoices("ORCHESTRATOR_HOST", "orchestrator_host"),
+    )
     workspace: Path = Field(
         default=Path("."),
         validation_alias=AliasChoices("ORCHESTRATOR_WORKSPACE", "orchestrator_workspace"),
@@ -241,6 +248,15 @@ class Settings(BaseSettings):
     @property
     def artifact_root_path(self) -> Path:
         return self.artifact_root.expanduser().resolve()
+
+    def host_queue(self, host: str | None) -> str:
+        """The queue of a Docker host's worker: the plain queue for the local host."""
+        return f"{self.queue}.{host}" if host else self.queue
+
+    @property
+    def worker_queue(self) -> str:
+        """The queue this process's worker consumes (ORCHESTRATOR_HOST picks it)."""
+        return self.host_queue(self.host)
 
     @property
     def broker_is_local(self) -> bool:

@@ -12,6 +12,7 @@ from moonmind.workflows.orchestrator.plan import (
     AnalyzeParameters,
     Backoff,
     BuildParameters,
+    Dependent,
     PatchParameters,
     PlanStep,
     RestartParameters,
@@ -50,7 +51,29 @@ def service_context(
             compose.project, profile.name, services.get(profile.name) or {}, compose.command
         ),
         profile=profile,
+        host=profile.host,
+        queue=settings.host_queue(profile.host),
     )
+
+
+def dependents_of(
+    compose_config: Mapping[str, Any], profiles: Mapping[str, ServiceProfile], target: str
+) -> list[Dependent]:
+    """The services whose `depends_on` (list or mapping form) names ``target``."""
+    found = []
+    for name, service in sorted((compose_config.get("services") or {}).items()):
+        depends = (service or {}).get("depends_on") or ()
+        if name == target or target not in depends:
+            continue
+        profile = profiles.get(name)
+        found.append(
+            Dependent(
+                name=name,
+                health_url=profile.health_url if profile else None,
+                expected_status=profile.health_expected_status if profile else 200,
+            )
+        )
+    return found
 
 
 def _step(parameters: StepParameters) -> PlanStep:
@@ -63,6 +86,7 @@ def build_plan(
     has_operator_patch: bool,
     mode: Literal["fix", "diagnose"] = "fix",
     signatures: Sequence[Mapping[str, str]] = (),
+    dependents: Sequence[Dependent] = (),
 ) -> tuple[list[PlanStep], PlanAuthor]:
     """The six canonical steps, in order, each with the parameters it will use.
 
@@ -93,6 +117,7 @@ def build_plan(
             require_docker_health=profile.has_healthcheck,
             stable_seconds=profile.stable_seconds,
             backoff=PROBE_BACKOFF,
+            dependents=list(dependents),
         ),
         RollbackParameters(),
     ]

@@ -20,19 +20,20 @@ FILESYSTEM_POLLING_INTERVAL_S = 0.05
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
+    name = settings.worker_queue  # "<queue>.<host>" for a worker of one Docker host
     queue = Queue(
-        settings.queue,
-        Exchange(settings.queue, type="direct"),
-        routing_key=settings.queue,
+        name,
+        Exchange(name, type="direct"),
+        routing_key=name,
         queue_arguments={"x-max-priority": MAX_PRIORITY},
     )
     config: dict[str, Any] = {
         "broker_url": settings.broker_url,
         "task_queues": (queue,),
-        "task_default_queue": settings.queue,
-        "task_default_exchange": settings.queue,
-        "task_default_routing_key": settings.queue,
-        "task_routes": {"orchestrator.*": {"queue": settings.queue}},
+        "task_default_queue": name,
+        "task_default_exchange": name,
+        "task_default_routing_key": name,
+        "task_routes": {"orchestrator.*": {"queue": name}},
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from celery import Celery
 
+from api_service.db.models import OrchestratorRun
 from moonmind.config import Settings
 from moonmind.workflows.orchestrator.celery_app import create_celery
 from moonmind.workflows.orchestrator.enums import Priority, StepName
@@ -28,10 +29,19 @@ class QueuedStep:
     step: StepName
     priority: Priority
     task_id: str
+    # The queue of the run's Docker host, fixed at submission (None: the plain queue).
+    queue: str | None = None
 
 
 def new_task_id() -> str:
     return str(uuid.uuid4())
+
+
+def queue_of(run: OrchestratorRun) -> str | None:
+    """The queue a run's steps go to, as its service context recorded it at submission."""
+    context = run.action_plan.service_context if run.action_plan is not None else None
+    queue = (context or {}).get("queue")
+    return str(queue) if queue else None
 
 
 _producers: dict[tuple[str, str], Celery] = {}
@@ -40,7 +50,7 @@ _lock = threading.Lock()
 
 def producer(settings: Settings) -> Celery:
     """One Celery app per broker and queue, made on first use (a producer only)."""
-    key = (settings.broker_url, settings.queue)
+    key = (settings.broker_url, settings.worker_queue)
     with _lock:
         if key not in _producers:
             _producers[key] = create_celery(settings)
@@ -48,13 +58,38 @@ def producer(settings: Settings) -> Celery:
 
 
 def enqueue(settings: Settings, queued: QueuedStep, *, countdown: float | None = None) -> None:
-    """Publish a step; its task id is the one its PENDING task-state row already names."""
-    producer(settings).send_task(
+    """Publish a step; its task id is the one its PENDING task-state row already names.
+
+    It goes to the run's queue (its Docker host's worker), whoever publishes it."""
+    queue = queued.queue or settings.queue
+    producer(_for_queue(settings, queue)).send_task(
         TASK_NAMES[queued.step],
         args=[str(queued.run_id)],
         task_id=queued.task_id,
         countdown=countdown,
-        queue=settings.queue,
-        routing_key=settings.queue,
+        queue=queue,
+        routing_key=queue,
         priority=PRIORITY_VALUES[queued.priority],
     )
+
+
+def _for_queue(settings: Settings, queue: str) -> Settings:
+    if settings.worker_queue == queue:
+        return settings
+    return settings.model_copy(update={"queue": queue, "host": ""})
+
+
+def consumer_count(settings: Settings, queue: str) -> int | None:
+    """How many workers consume ``queue`` right now (RabbitMQ); None when unknown.
+
+    The filesystem transport has one host and no consumer registry: None."""
+    if settings.broker_is_local:
+        return None
+    app = producer(_for_queue(settings, queue))
+    try:
+        with app.pool.acquire(block=True, timeout=5) as conn:  # the publish's connection
+            with conn.channel() as channel:  # a failed passive declare closes its channel
+                declared = channel.queue_declare(queue=queue, passive=True)
+    except Exception:  # the broker is away, or the queue is not declared yet
+        return None
+    return int(declared.consumer_count)

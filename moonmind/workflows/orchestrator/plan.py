@@ -30,6 +30,9 @@ class ServiceContext(BaseModel):
     project: str
     image: str
     profile: ServiceProfile
+    # The Docker host whose worker runs every step, and its queue (None: the local host).
+    host: str | None = None
+    queue: str | None = None
 
     @property
     def service(self) -> str:
@@ -95,8 +98,21 @@ class Backoff(BaseModel):
     max_delay_seconds: float = 5.0
 
 
+class Dependent(BaseModel):
+    """A service that depends_on the target: checked again after the recreate."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    health_url: str | None = None
+    expected_status: int = 200
+
+
 class VerifyParameters(StepParameters):
     step = StepName.VERIFY
+    # Services that depend_on the target; those healthy before the run must stay so.
+    dependents: list[Dependent] = Field(default_factory=list)
+    dependents_deadline_seconds: float = 10.0
     health_url: str | None = None
     expected_status: int = 200
     timeout_seconds: float = 120.0

@@ -19,6 +19,7 @@ from moonmind.workflows.orchestrator import audit, cancellation, policies
 from moonmind.workflows.orchestrator import repositories as repo
 from moonmind.workflows.orchestrator.action_plan import (
     build_plan,
+    dependents_of,
     service_context,
 )
 from moonmind.workflows.orchestrator.adapters.compose import (
@@ -27,7 +28,13 @@ from moonmind.workflows.orchestrator.adapters.compose import (
     detect_compose_command,
     normalize_project_name,
 )
-from moonmind.workflows.orchestrator.dispatch import QueuedStep, enqueue, new_task_id
+from moonmind.workflows.orchestrator.dispatch import (
+    QueuedStep,
+    consumer_count,
+    enqueue,
+    new_task_id,
+    queue_of,
+)
 from moonmind.workflows.orchestrator.enums import (
     STEP_ORDER,
     ApprovalRequirement,
@@ -103,7 +110,7 @@ def _metrics(settings: Settings) -> Metrics:
 
 def _queue(session: Session, run: OrchestratorRun, step: StepName, attempt: int = 1) -> QueuedStep:
     """Record the step as PENDING under a fresh task id; publish it after the commit."""
-    queued = QueuedStep(run.id, step, run.priority, new_task_id())
+    queued = QueuedStep(run.id, step, run.priority, new_task_id(), queue_of(run))
     repo.record_task_state(
         session, run.id, step, TaskStateName.PENDING, celery_task_id=queued.task_id, attempt=attempt
     )
@@ -129,6 +136,7 @@ def submit_run(
         has_operator_patch=bool(request.patch),
         mode=request.mode,
         signatures=[sig.model_dump() for sig in settings.signatures],
+        dependents=dependents_of(stack.config, stack.profiles, profile.name),
     )
     with db.session() as session:
         run = repo.create_run(
@@ -154,7 +162,25 @@ def submit_run(
     # Only now, with the row committed, may a worker see the run.
     enqueue(settings, queued)
     _metrics(settings).incr("runs.queued")
+    _say_if_no_worker(settings, db, run, ctx.host)
     return run
+
+
+def _say_if_no_worker(
+    settings: Settings, db: Database, run: OrchestratorRun, host: str | None
+) -> None:
+    """A run for a host no worker consumes says so, instead of waiting silently."""
+    queue = settings.host_queue(host)
+    if consumer_count(settings, queue) != 0:
+        return  # someone consumes it, or the transport cannot tell (filesystem: one host)
+    message = (
+        f"no live worker consumes {queue} (host {host or 'local'}); the run waits until one starts"
+    )
+    with db.session() as session:
+        row = repo.get_run(session, run.id, for_update=True)
+        if row is not None and row.status == RunStatus.PENDING and row.message is None:
+            row.message = message
+    run.message = message
 
 
 def _check_approver(

@@ -32,6 +32,7 @@ DEFAULT_MANIFESTS = (
 
 _OVERRIDE_KEYS = frozenset(
     {
+        "host",
         "health_url",
         "health_expected_status",
         "health_timeout_seconds",
@@ -68,6 +69,8 @@ class ServiceProfile:
     approval_requirement: str = "pre-run"
     approver_roles: tuple[str, ...] = ("operator",)
     approval_valid_minutes: int = 60
+    # The Docker host the service runs on; its worker consumes "<queue>.<host>".
+    host: str | None = None
 
 
 def get_profile(
@@ -262,6 +265,7 @@ def _apply_override(
         allow=_allow(override, base.allow, guard, where),
         protected=_bool(override, "protected", base.protected, where),
         has_build=base.has_build,
+        host=_host(override, base.host, where),
         **_approval(override, base, where),
     )
 
@@ -316,6 +320,13 @@ def _stable(override: Mapping[str, Any], default: float, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ValueError(f"{where}: stable_seconds must be a number >= 0")
     return float(value)
+
+
+def _host(override: Mapping[str, Any], default: str | None, where: str) -> str | None:
+    value = _opt_str(override, "host", default, where)
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+        raise ValueError(f"{where}: host must be letters, digits, '.', '_' or '-'")
+    return value
 
 
 def _bool(override: Mapping[str, Any], key: str, default: bool, where: str) -> bool:

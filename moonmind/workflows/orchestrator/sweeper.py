@@ -22,7 +22,7 @@ from api_service.db.models import OrchestratorRun
 from moonmind.config import Settings
 from moonmind.utils.logging import log_event
 from moonmind.workflows.orchestrator import repositories as repo
-from moonmind.workflows.orchestrator.dispatch import QueuedStep, enqueue, new_task_id
+from moonmind.workflows.orchestrator.dispatch import QueuedStep, enqueue, new_task_id, queue_of
 from moonmind.workflows.orchestrator.enums import (
     Priority,
     RunStatus,
@@ -43,6 +43,7 @@ class Redelivery:
     step: StepName
     priority: Priority
     task_id: str | None  # None: gave up, the run was closed
+    queue: str | None = None  # the run's Docker host's queue
 
 
 def find_stale(
@@ -81,7 +82,7 @@ def _redeliver(session: Session, run: OrchestratorRun) -> Redelivery:
     repo.touch_heartbeat(session, run.id)
     if latest is not None and latest.state == TaskStateName.PENDING:
         log.warning("run %s: %s never arrived; sending it again", run.id, step.value)
-        return Redelivery(run.id, step, run.priority, latest.celery_task_id)
+        return Redelivery(run.id, step, run.priority, latest.celery_task_id, queue_of(run))
     attempts = latest.attempt if latest is not None else 0
     if latest is not None:
         repo.mark_attempt_lost(session, latest)
@@ -91,13 +92,13 @@ def _redeliver(session: Session, run: OrchestratorRun) -> Redelivery:
         repo.transition_run(
             session, run.id, expected=[RunStatus.RUNNING], new=RunStatus.FAILED, message=message
         )
-        return Redelivery(run.id, step, run.priority, None)
+        return Redelivery(run.id, step, run.priority, None, queue_of(run))
     task_id = new_task_id()
     repo.record_task_state(
         session, run.id, step, TaskStateName.PENDING, celery_task_id=task_id, attempt=attempts + 1
     )
     log.warning("run %s: %s lost with its worker; delivering it again", run.id, step.value)
-    return Redelivery(run.id, step, run.priority, task_id)
+    return Redelivery(run.id, step, run.priority, task_id, queue_of(run))
 
 
 def sweep_once(db: Database, settings: Settings) -> int:
@@ -108,7 +109,8 @@ def sweep_once(db: Database, settings: Settings) -> int:
             log_event(item.run_id, item.step.value, "run_abandoned")
             continue
         log_event(item.run_id, item.step.value, "step_redelivered", celery_task_id=item.task_id)
-        enqueue(settings, QueuedStep(item.run_id, item.step, item.priority, item.task_id))
+        queued = QueuedStep(item.run_id, item.step, item.priority, item.task_id, item.queue)
+        enqueue(settings, queued)
     return sum(1 for item in found if item.task_id)
 
 

@@ -19,7 +19,7 @@ from api_service.db.models import OrchestratorRun
 from moonmind.config import Settings
 from moonmind.workflows.orchestrator import cancellation, policies
 from moonmind.workflows.orchestrator import repositories as repo
-from moonmind.workflows.orchestrator.dispatch import QueuedStep, new_task_id
+from moonmind.workflows.orchestrator.dispatch import QueuedStep, new_task_id, queue_of
 from moonmind.workflows.orchestrator.enums import (
     TERMINAL_STATUSES,
     RunStatus,
@@ -95,7 +95,7 @@ def claim(
         if plan.step(step).status == StepStatus.SUCCEEDED:
             nxt = next_step(plan, step)
             return AlreadyDone(nxt) if nxt is not None else None
-        queued = QueuedStep(run_id, step, run.priority, task_id or new_task_id())
+        queued = QueuedStep(run_id, step, run.priority, task_id or new_task_id(), queue_of(run))
         if run.status == RunStatus.PENDING:
             holder = _take_service(session, run)
             if holder is not None:
@@ -114,6 +114,8 @@ def claim(
             celery_task_id=task_id,
         )
         repo.touch_heartbeat(session, run_id)
+        if settings.host:  # which Docker host's worker took each step
+            repo.set_metrics(session, run, worker_hosts={step.value: settings.host})
         cancelled = run.cancel_requested_at is not None and step != StepName.ROLLBACK
         return Started(_context(settings, run), queued, attempt, cancelled)
 
@@ -188,7 +190,7 @@ def queued_next(db: Database, run_id: uuid.UUID, step: StepName) -> QueuedStep |
             return None
         if pending.celery_task_id is None:
             return None
-        return QueuedStep(run_id, step, run.priority, pending.celery_task_id)
+        return QueuedStep(run_id, step, run.priority, pending.celery_task_id, queue_of(run))
 
 
 # ----------------------------------------------------------------------- recording
@@ -344,7 +346,7 @@ def _after_cancel(
 
 
 def _queued(run: OrchestratorRun, step: StepName) -> QueuedStep:
-    return QueuedStep(run.id, step, run.priority, new_task_id())
+    return QueuedStep(run.id, step, run.priority, new_task_id(), queue_of(run))
 
 
 def _stop_at_gate(

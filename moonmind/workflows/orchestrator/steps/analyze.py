@@ -19,6 +19,7 @@ from moonmind.workflows.orchestrator.diagnosis.evidence import Evidence, Service
 from moonmind.workflows.orchestrator.enums import ArtifactType
 from moonmind.workflows.orchestrator.plan import AnalyzeParameters
 from moonmind.workflows.orchestrator.steps.context import StepContext, StepResult, connect
+from moonmind.workflows.orchestrator.steps.dependents import dependents_before
 
 
 def describe_container(info: ContainerInfo | None) -> dict[str, Any] | None:
@@ -115,6 +116,7 @@ def analyze(ctx: StepContext) -> StepResult:
         "suggested_run": suggested_run(diagnoses, svc.service),
     }
     analysis["healthy_before"] = was_healthy(info, analysis["health_probe"])
+    analysis["dependents_before"] = dependents_before(ctx, stack)
     ctx.save(
         "analysis.json",
         json.dumps(analysis, indent=2).encode(),

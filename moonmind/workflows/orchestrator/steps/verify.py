@@ -16,6 +16,7 @@ from moonmind.workflows.orchestrator.steps.context import (
     StepResult,
     connect,
 )
+from moonmind.workflows.orchestrator.steps.dependents import check_dependents
 
 
 def service_checks(
@@ -56,6 +57,8 @@ def verify(ctx: StepContext) -> StepResult:
     try:
         with ctx.log(StepName.VERIFY, "verify.log", type=ArtifactType.VERIFY_LOG) as out:
             ok, reason, evidence = service_checks(ctx, engine, params, out)
+            if ok:  # the services that depend_on it must still be healthy
+                ok, reason = check_dependents(ctx, engine, out, reason)
         final = engine.container_for(svc.project, svc.service)
     finally:
         engine.close()
