@@ -1,6 +1,7 @@
 """`make bench`: costs of the orchestrator's hot paths, then issue 9's speed table (the
 run list at 100k runs, fix runs against the demo stack beside the same fix by hand, hand-off
-and POST latencies; needs Docker, PostgreSQL and RabbitMQ as the integration tests do).
+and POST latencies), then issue 12's two Docker hosts' workers against one (bench_hosts);
+needs Docker, PostgreSQL and RabbitMQ as the integration tests do.
 
 Prints one line per measurement. Targets belong here, not in timed tests; compare runs
 on the same machine only.
@@ -65,12 +66,20 @@ def speed_table() -> None:
     print(f"figures written to {speed_report.write(lines)}")
 
 
+def hosts_line() -> None:
+    """Issue 12: two Docker hosts' workers on two compose projects against one worker."""
+    from bench import bench_hosts
+
+    print(bench_hosts.measure().row())
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="moonmind-bench-") as tmp:
         root = Path(tmp)
         bench_snapshot(root)
     bench_redaction()
     speed_table()
+    hosts_line()
     try:
         from bench import bench_diagnosis
     except ImportError:
