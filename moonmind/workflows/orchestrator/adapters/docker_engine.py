@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from docker.errors import DockerException, ImageNotFound, NotFound
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 ONEOFF_LABEL = "com.docker.compose.oneoff"
+_INSPECT_THREADS = 8  # below the SDK's connection pool (10) to the engine
 
 _CONNECT_ERRORS = (
     DockerException,
@@ -222,6 +224,14 @@ class Engine:
             except ImageNotFound:
                 return
 
+    def _inspect(self, container_id: str) -> dict[str, Any] | None:
+        """The inspect payload, or None for a container removed since it was listed."""
+        try:
+            attrs: dict[str, Any] = self._client.api.inspect_container(container_id)
+        except NotFound:
+            return None
+        return attrs
+
     def _project_containers(self, project: str, service: str | None = None) -> list[ContainerInfo]:
         """Containers of the project (optionally one service), newest first."""
         return [info for _, info in self._project_services(project, service)]
@@ -234,13 +244,22 @@ class Engine:
         if service is not None:
             labels.append(f"{SERVICE_LABEL}={service}")
         with _engine_call(f"list containers of project {project}"):
-            containers = self._client.containers.list(
-                all=True, filters={"label": labels}, ignore_removed=True
-            )
+            listed = self._client.api.containers(all=True, filters={"label": labels})
+            ids = [
+                str(c["Id"])
+                for c in listed
+                if (c.get("Labels") or {}).get(ONEOFF_LABEL, "False") != "True"
+            ]
+            # One listing, then the inspections side by side (the SDK makes them one by one).
+            with ThreadPoolExecutor(max_workers=min(_INSPECT_THREADS, len(ids) or 1)) as pool:
+                inspected = [a for a in pool.map(self._inspect, ids) if a is not None]
         rows = [
-            (_created_key(c.attrs.get("Created", "")), c.labels.get(SERVICE_LABEL, ""), c.attrs)
-            for c in containers
-            if c.labels.get(ONEOFF_LABEL, "False") != "True"
+            (
+                _created_key(attrs.get("Created", "")),
+                (attrs.get("Config") or {}).get("Labels", {}).get(SERVICE_LABEL, ""),
+                attrs,
+            )
+            for attrs in inspected
         ]
         rows.sort(key=lambda row: row[0], reverse=True)
         return [(svc, ContainerInfo.from_attrs(attrs)) for _, svc, attrs in rows]
