@@ -21,6 +21,7 @@ import pytest
 
 BUSYBOX = "moonmind/busybox:1"
 PYTHON = "moonmind/python-base:bookworm"
+NODE = "moonmind/node-base:bookworm"  # python-base + Debian's nodejs
 FREE_PORT = 58231  # nothing listens here: connection refused
 HELD_PORT = 58232  # the `holder` service listens here: address in use
 DB_PORT = 58233  # exposed by the exited `db` service
@@ -42,6 +43,7 @@ def _py(code: str, *options: str) -> Broken:
 
 BROKEN: dict[str, Broken] = {
     "pymissing": _py("import yaml"),
+    "nodemissing": Broken([NODE, "node", "-e", "require('left-pad')"]),
     "libmissing": Broken(
         [PYTHON, "sh", "-c", "rm /lib/x86_64-linux-gnu/libz.so.1*; exec python3 -c 1"]
     ),
