@@ -52,7 +52,7 @@ unit: venv
 demo: venv images
 	$(BIN)/python -m moonmind.demo
 
-bench: venv
+bench: venv images
 	$(BIN)/python -m bench.bench_orchestrator
 
 db-upgrade: venv
