@@ -7,6 +7,7 @@ publish through ``enqueue``; only the worker entry point imports the task bodies
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -79,11 +80,19 @@ def _for_queue(settings: Settings, queue: str) -> Settings:
     return settings.model_copy(update={"queue": queue, "host": ""})
 
 
+CONSUMERS_SEEN_TTL_S = 5.0  # a queue seen consumed this recently is not asked again
+_consumed_at: dict[tuple[str, str], float] = {}
+
+
 def consumer_count(settings: Settings, queue: str) -> int | None:
-    """How many workers consume ``queue`` right now (RabbitMQ); None when unknown.
+    """How many workers consume ``queue`` (RabbitMQ); None when unknown or seen consumed
+    within the last few seconds (one broker round trip per queue, not per POST).
 
     The filesystem transport has one host and no consumer registry: None."""
     if settings.broker_is_local:
+        return None
+    key = (settings.broker_url, queue)
+    if time.monotonic() - _consumed_at.get(key, -CONSUMERS_SEEN_TTL_S) < CONSUMERS_SEEN_TTL_S:
         return None
     app = producer(_for_queue(settings, queue))
     try:
@@ -92,4 +101,6 @@ def consumer_count(settings: Settings, queue: str) -> int | None:
                 declared = channel.queue_declare(queue=queue, passive=True)
     except Exception:  # the broker is away, or the queue is not declared yet
         return None
+    if declared.consumer_count:
+        _consumed_at[key] = time.monotonic()
     return int(declared.consumer_count)
