@@ -186,3 +186,24 @@ def test_job_exits_2_when_the_request_is_refused(
     job = run_job(orchestrator_image.tag, orchestrator.base_url, "nope", "fix it")
     assert job.returncode == 2, job.stdout + job.stderr
     assert "unknown_service" in job.stdout + job.stderr
+
+
+def test_job_exits_non_zero_when_the_run_is_rolled_back(
+    orchestrator_image: ImageBuild, broken_stack: Stack, start_orchestrator: Starter
+) -> None:
+    """The rule's fix builds and starts, but the app still exits: verify fails, rollback."""
+    app = broken_stack.root / "app"
+    source = (app / "app.py").read_text()
+    (app / "app.py").write_text(
+        source.replace("import yaml\n", "import yaml\n\nraise SystemExit('still broken')\n")
+    )
+    git_commit_all(broken_stack.root, "broken beyond the missing module")
+    bring_up(broken_stack)
+    orchestrator = start_orchestrator(broken_stack, config=health_config(broken_stack, 30))
+    job = run_job(
+        orchestrator_image.tag, orchestrator.base_url, "app", "fix the missing dependency"
+    )
+    explain = f"{job.stdout}\n{job.stderr}\n{orchestrator.worker_output()[-3000:]}"
+    assert any(line.startswith("run rolled_back") for line in job.stdout.splitlines()), explain
+    assert job.returncode == 1, explain
+    assert "===== verify.log " + "=" * 50 in job.stdout.splitlines(), explain
