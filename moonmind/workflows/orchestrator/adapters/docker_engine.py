@@ -6,11 +6,14 @@ and keeps rollback tags, so errors are normalised into two exception types.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import docker
@@ -116,6 +119,15 @@ def _unavailable_message(exc: BaseException) -> str:
     return f"Docker engine unavailable ({where}): {detail}; {_REMEDIATION}"
 
 
+def _epoch(timestamp: str) -> float | None:
+    """Seconds since the epoch of docker's RFC3339Nano timestamp (None if unset)."""
+    base = timestamp.rstrip("Z").partition(".")[0]
+    try:
+        return datetime.fromisoformat(base).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
 def _created_key(created: str) -> tuple[str, str]:
     """Sortable form of docker's RFC3339Nano (trailing zeros trimmed) timestamps."""
     base, _, frac = created.rstrip("Z").partition(".")
@@ -182,6 +194,28 @@ class Engine:
         for service, info in self._project_services(project):
             found.setdefault(service, info)
         return found
+
+    def with_oom_event(self, info: ContainerInfo) -> ContainerInfo:
+        """``info``, OOM-killed if the engine reported an "oom" event for it.
+
+        The exit's OOMKilled flag can miss a kill the kernel did (it races the exit on
+        cgroup v2); the event stream reports the OOM on its own. Asked only for a
+        SIGKILL (exit 137) the flag does not explain."""
+        if info.oom_killed or info.signal != 9:
+            return info
+        since = _epoch(info.started_at)
+        if since is None:
+            return info
+        with _engine_call(f"events of {info.id}"):
+            events = list(
+                self._client.api.events(
+                    since=int(since),
+                    until=int(time.time()) + 1,
+                    filters={"container": info.id, "event": "oom"},
+                    decode=True,
+                )
+            )
+        return dataclasses.replace(info, oom_killed=True) if events else info
 
     def logs(self, container_id: str, tail: int = 300) -> str:
         """Last ``tail`` lines of stdout+stderr, decoded leniently."""

@@ -94,6 +94,8 @@ def analyze(ctx: StepContext) -> StepResult:
     try:
         stack = engine.stack(svc.project)  # one listing: the service and its siblings
         info = stack.get(svc.service)
+        if info is not None:
+            info = engine.with_oom_event(info)
         raw = engine.logs(info.id, tail=params.log_tail_lines) if info is not None else ""
         logs = ctx.redactor.redact(raw)
     finally:

@@ -1,0 +1,65 @@
+"""An out-of-memory kill is recognised from the engine's "oom" event, not only from the
+exit's OOMKilled flag (which can miss the kill when it races the exit)."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from moonmind.workflows.orchestrator.adapters.docker_engine import ContainerInfo, Engine
+
+pytestmark = pytest.mark.docker
+
+PYTHON = "moonmind/python-base:bookworm"
+
+
+def _exited(*args: str) -> str:
+    cid = subprocess.run(
+        ["docker", "run", "-d", *args], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
+    subprocess.run(["docker", "wait", cid], capture_output=True, check=True, timeout=60)
+    return cid
+
+
+@pytest.fixture
+def engine() -> Iterator[Engine]:
+    engine = Engine.connect()
+    yield engine
+    engine.close()
+
+
+def _info(engine: Engine, cid: str) -> ContainerInfo:
+    return ContainerInfo.from_attrs(engine._client.api.inspect_container(cid))
+
+
+def test_an_oom_event_marks_a_sigkill_as_out_of_memory(engine: Engine) -> None:
+    cid = _exited(
+        "--memory", "8m", "--memory-swap", "8m",
+        PYTHON, "python3", "-c", "chunks = [bytearray(1 << 20) for _ in range(256)]",
+    )  # fmt: skip
+    try:
+        info = _info(engine, cid)
+        assert info.signal == 9
+        missed = dataclasses.replace(info, oom_killed=False)  # as when the flag lost the race
+        assert engine.with_oom_event(missed).oom_killed is True
+    finally:
+        subprocess.run(["docker", "rm", "-f", cid], capture_output=True, check=False)
+
+
+def test_a_plain_sigkill_stays_a_signal(engine: Engine) -> None:
+    cid = subprocess.run(
+        ["docker", "run", "-d", "--memory", "64m", PYTHON, "sleep", "300"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.strip()  # fmt: skip
+    subprocess.run(["docker", "kill", "-s", "KILL", cid], capture_output=True, check=True)
+    subprocess.run(["docker", "wait", cid], capture_output=True, check=True, timeout=60)
+    try:
+        info = _info(engine, cid)
+        assert info.signal == 9
+        assert info.oom_killed is False
+        assert engine.with_oom_event(info).oom_killed is False
+    finally:
+        subprocess.run(["docker", "rm", "-f", cid], capture_output=True, check=False)
