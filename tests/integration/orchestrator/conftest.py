@@ -76,6 +76,19 @@ def bring_up(stack: Stack, timeout: float = 60) -> None:
     raise AssertionError("app never crashed")
 
 
+def remove_stack(stack: Stack) -> None:
+    """Take the stack down and drop the rollback tags its runs left."""
+    compose_down(stack)
+    kept = subprocess.run(
+        ["docker", "images", "-q", f"moonmind-rollback/{stack.project}-*"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    if kept:
+        subprocess.run(["docker", "rmi", "-f", *kept], capture_output=True, check=False)
+
+
 @pytest.fixture
 def broken_stack(tmp_path: Path) -> Iterator[Stack]:
     """The demo stack built and started: `app` crashes, `sibling` serves."""
@@ -83,15 +96,7 @@ def broken_stack(tmp_path: Path) -> Iterator[Stack]:
     try:
         yield stack
     finally:
-        compose_down(stack)
-        kept = subprocess.run(
-            ["docker", "images", "-q", f"moonmind-rollback/{stack.project}-*"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.split()
-        if kept:
-            subprocess.run(["docker", "rmi", "-f", *kept], capture_output=True, check=False)
+        remove_stack(stack)
         subprocess.run(
             [
                 "docker",

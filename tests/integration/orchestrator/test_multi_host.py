@@ -9,7 +9,6 @@ whose host has no live worker.
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,10 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.orchestrator.conftest import TERMINAL, bring_up
+from tests.integration.orchestrator.conftest import TERMINAL, bring_up, remove_stack
 from tests.support.broker import delete_queues
 from tests.support.processes import Process, start_api, start_worker
-from tests.support.stack import Stack, compose_down, make_stack
+from tests.support.stack import Stack, make_stack
 
 pytestmark = pytest.mark.docker
 
@@ -36,15 +35,7 @@ def two_stacks(tmp_path: Path) -> Iterator[tuple[Stack, Stack]]:
         yield stacks[0], stacks[1]
     finally:
         for stack in stacks:
-            compose_down(stack)
-            kept = subprocess.run(
-                ["docker", "images", "-q", f"moonmind-rollback/{stack.project}-*"],
-                capture_output=True,
-                text=True,
-                check=False,
-            ).stdout.split()
-            if kept:
-                subprocess.run(["docker", "rmi", "-f", *kept], capture_output=True, check=False)
+            remove_stack(stack)
 
 
 def _service(name: str, host: str, health_url: str | None = None) -> str:
