@@ -12,11 +12,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, func, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, lazyload
 from sqlalchemy.orm.attributes import flag_modified
 
 from api_service.db.models import (
     ActionPlan,
+    ApprovalGate,
     OrchestratorRun,
     RunArtifact,
     TaskState,
@@ -56,15 +58,17 @@ def create_run(
     requested_patch: str | None = None,
     generated_by: PlanAuthor = PlanAuthor.SYSTEM,
     run_id: uuid.UUID | None = None,
+    requested_by: str | None = None,
 ) -> OrchestratorRun:
-    """A pending run with its own snapshot of the plan (the plan row is never shared)."""
+    """A pending run with its own snapshot of the plan (the plan row is never shared).
+
+    One flush for both rows: the relationship orders the inserts and fills the key."""
     plan = ActionPlan(
         steps=[PlanStep(name=step.name, parameters=step.parameters).to_json() for step in steps],
         service_context=service_context.model_dump(mode="json"),
         generated_by=generated_by,
     )
     session.add(plan)
-    session.flush()
     run_id = run_id or uuid.uuid4()
     run = OrchestratorRun(
         id=run_id,
@@ -72,13 +76,13 @@ def create_run(
         target_service=target_service,
         status=RunStatus.PENDING,
         priority=priority,
-        action_plan_id=plan.id,
         approval_token=approval_token,
         approval_requirement=approval_requirement_of(service_context),
         requested_patch=requested_patch,
         artifact_root=f"{artifact_root.rstrip('/')}/{run_id}",
         metrics_snapshot={},
         missing_artifacts=[],
+        requested_by=requested_by,
     )
     run.action_plan = plan
     session.add(run)
@@ -176,6 +180,23 @@ def list_runs(
     more = len(rows) > limit
     rows = rows[:limit]
     return RunPage(runs=rows, next_cursor=encode_cursor(rows[-1]) if more and rows else None)
+
+
+def approval_gate_row(session: Session, service: str) -> ApprovalGate:
+    """The service's approval_gates row, inserted if missing without a race.
+
+    ``INSERT ... ON CONFLICT DO NOTHING`` (PostgreSQL and SQLite): concurrent first
+    submissions for one service all get the single row, never a unique violation. A
+    select-then-insert lost that race (uq_approval_gates_service_name)."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(
+        insert(ApprovalGate)
+        .values(id=uuid.uuid4(), service_name=service)
+        .on_conflict_do_nothing(index_elements=[ApprovalGate.service_name])
+    )
+    stmt = select(ApprovalGate).where(ApprovalGate.service_name == service)
+    return session.scalars(stmt).one()
 
 
 def lock_service(session: Session, project: str, service: str) -> None:
@@ -313,13 +334,19 @@ def record_task_state(
     message: str | None = None,
     artifact_refs: Sequence[str] = (),
     attempt: int = 1,
+    fresh_run: bool = False,
 ) -> TaskState:
-    """Insert or advance the task-state row of this step attempt."""
-    row = session.scalars(
-        select(TaskState).where(
-            TaskState.run_id == run_id, TaskState.plan_step == step, TaskState.attempt == attempt
-        )
-    ).one_or_none()
+    """Insert or advance the task-state row of this step attempt (``fresh_run``: the run was
+    created in this unit of work, so there is no row to look up)."""
+    row = None
+    if not fresh_run:
+        row = session.scalars(
+            select(TaskState).where(
+                TaskState.run_id == run_id,
+                TaskState.plan_step == step,
+                TaskState.attempt == attempt,
+            )
+        ).one_or_none()
     if row is None:
         row = TaskState(run_id=run_id, plan_step=step, attempt=attempt, state=state)
         session.add(row)

@@ -108,12 +108,15 @@ def _metrics(settings: Settings) -> Metrics:
     return metrics_from_settings(settings.statsd_host, settings.statsd_port, settings.statsd_prefix)
 
 
-def _queue(session: Session, run: OrchestratorRun, step: StepName, attempt: int = 1) -> QueuedStep:
-    """Record the step as PENDING under a fresh task id; publish it after the commit."""
+def _queue(
+    session: Session, run: OrchestratorRun, step: StepName, attempt: int = 1, *, new: bool = False
+) -> QueuedStep:
+    """Record the step PENDING under a fresh task id (``new``: no row to look up yet)."""
     queued = QueuedStep(run.id, step, run.priority, new_task_id(), queue_of(run))
     repo.record_task_state(
-        session, run.id, step, TaskStateName.PENDING, celery_task_id=queued.task_id, attempt=attempt
-    )
+        session, run.id, step, TaskStateName.PENDING, celery_task_id=queued.task_id,
+        attempt=attempt, fresh_run=new,
+    )  # fmt: skip
     return queued
 
 
@@ -153,12 +156,12 @@ def submit_run(
             requested_patch=request.patch,
             generated_by=author,
             run_id=uuid.uuid4(),
+            requested_by=principal.id,
         )
-        run.requested_by = principal.id
         gate = policies.gate_for(profile)
         if gate is not None:
             run.approval_gate_id = policies.sync_gate(session, profile.name, gate).id
-        queued = _queue(session, run, StepName.ANALYZE)
+        queued = _queue(session, run, StepName.ANALYZE, new=True)
     # Only now, with the row committed, may a worker see the run.
     enqueue(settings, queued)
     _metrics(settings).incr("runs.queued")
