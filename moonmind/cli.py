@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from moonmind import auth
+from moonmind import auth, stack_init
 from moonmind.config import Settings, SettingsError, load_settings
 from moonmind.follow import follow_run
 
@@ -212,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(func=cmd_worker)
     auth.add_parser(sub)
+    stack_init.add_parser(sub)
     return parser
 
 
