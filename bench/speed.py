@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from kombu import Connection
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -19,6 +22,18 @@ from tests.support.broker import delete_queues
 
 AMQP_URL = os.environ.get("MOONMIND_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 EMBEDDED = {"MOONMIND_DATABASE_URL": "", "CELERY_BROKER_URL": "", "ORCHESTRATOR_QUEUE": ""}
+
+
+@contextmanager
+def busy_worker(amqp_url: str, queue: str) -> Iterator[None]:
+    """A live consumer that holds one message and acknowledges nothing: a worker busy with a
+    long step, so the POSTed runs wait in the queue (and the API sees a consumer)."""
+    with Connection(amqp_url) as conn:
+        channel = conn.channel()
+        channel.basic_qos(0, 1, False)
+        channel.queue_declare(queue, passive=True)
+        channel.basic_consume(queue, callback=lambda message: None, no_ack=False)
+        yield
 
 
 def _embedded_env() -> dict[str, str]:
@@ -106,8 +121,9 @@ def rabbitmq(stack: runs.Stack, home: Path) -> list[Line]:
         try:
             runs.break_app(stack)
             delays = runs.p6(orch)
-            orch.worker.stop()  # P5: the runs wait in the queue
-            rate, p99 = runs.p5(orch)
+            orch.worker.stop()
+            with busy_worker(AMQP_URL, queue):  # P5: the runs wait in the queue
+                rate, p99 = runs.p5(orch)
         finally:
             orch.stop()
     finally:
