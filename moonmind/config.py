@@ -126,6 +126,20 @@ class Settings(BaseSettings):
             "ORCHESTRATOR_PATCH_AGENT_TIMEOUT_SECONDS", "orchestrator_patch_agent_timeout_seconds"
         ),
     )
+    build_timeout_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        validation_alias=AliasChoices(
+            "ORCHESTRATOR_BUILD_TIMEOUT_SECONDS", "orchestrator_build_timeout_seconds"
+        ),
+    )
+    up_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        validation_alias=AliasChoices(
+            "ORCHESTRATOR_UP_TIMEOUT_SECONDS", "orchestrator_up_timeout_seconds"
+        ),
+    )
     step_time_limit_seconds: int = Field(
         default=1500,
         gt=0,

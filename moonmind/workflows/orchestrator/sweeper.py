@@ -1,8 +1,11 @@
-"""Find runs whose worker vanished and deliver their step again (or give up).
+"""Find runs that nobody works on and deliver their step again (or roll back, or give up).
 
-A step's task keeps the run's heartbeat fresh while it works. When a run stays
-`running` with a stale heartbeat, nobody is working on it: a worker died and the
-broker did not (or could not, as with the filesystem transport) deliver it again.
+A step's task keeps the run's heartbeat fresh while it works, and a run waiting for its
+service's lock refreshes it at each delivery. When a `running` or `pending` run's
+heartbeat goes stale, nobody is on it: a worker died, or a message was lost (the
+filesystem transport loses the delayed re-delivery a dead worker held; a message may
+never have been published after its commit). Every recovery is noted on the run
+(``metrics_snapshot.audit``, action ``recovered`` with its reason) and in the event log.
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from api_service.db.base import Database
-from api_service.db.models import OrchestratorRun
+from api_service.db.models import OrchestratorRun, TaskState
 from moonmind.config import Settings
 from moonmind.utils.logging import log_event
+from moonmind.workflows.orchestrator import audit
 from moonmind.workflows.orchestrator import repositories as repo
 from moonmind.workflows.orchestrator.dispatch import QueuedStep, enqueue, new_task_id, queue_of
 from moonmind.workflows.orchestrator.enums import (
@@ -30,7 +34,7 @@ from moonmind.workflows.orchestrator.enums import (
     StepStatus,
     TaskStateName,
 )
-from moonmind.workflows.orchestrator.plan import Plan
+from moonmind.workflows.orchestrator.plan import Plan, context_of
 
 log = logging.getLogger(__name__)
 
@@ -44,61 +48,121 @@ class Redelivery:
     priority: Priority
     task_id: str | None  # None: gave up, the run was closed
     queue: str | None = None  # the run's Docker host's queue
+    reason: str = ""
 
 
 def find_stale(
     db: Database, *, stale_after_s: float, now: datetime | None = None
 ) -> list[Redelivery]:
-    """Claim every stale run (by touching its heartbeat) and say which step to send again."""
+    """Claim every stuck run (by touching its heartbeat) and say which step to send again.
+
+    Stuck: `running` with a heartbeat older than the bound (its worker died in any step,
+    or the next step's message was lost), or `pending` with no sign of life for as long
+    and nobody holding its service (its first message was never published, or the
+    re-delivery a waiting run keeps in a worker was lost with that worker)."""
     now = now or datetime.now(UTC)
     cutoff = now - timedelta(seconds=stale_after_s)
     found: list[Redelivery] = []
     with db.session() as session:
-        stale = session.scalars(
+        candidates = session.scalars(
             select(OrchestratorRun.id).where(
-                OrchestratorRun.status == RunStatus.RUNNING,
-                OrchestratorRun.heartbeat_at < cutoff,
+                OrchestratorRun.status.in_([RunStatus.RUNNING, RunStatus.PENDING]),
+                or_(OrchestratorRun.heartbeat_at.is_(None), OrchestratorRun.heartbeat_at < cutoff),
+                OrchestratorRun.queued_at < cutoff,
             )
         ).all()
-    for run_id in stale:
+    for run_id in candidates:
         with db.session() as session:
             run = repo.get_run(session, run_id, for_update=True)
-            heartbeat = repo.as_utc(run.heartbeat_at) if run is not None else None
-            if run is None or run.status != RunStatus.RUNNING or heartbeat is None:
+            if run is None or _alive(session, run, cutoff):
                 continue
-            if heartbeat >= cutoff:  # someone else got there first
-                continue
-            found.append(_redeliver(session, run))
+            if run.status == RunStatus.RUNNING:
+                found.append(_redeliver(session, run))
+            elif run.status == RunStatus.PENDING:
+                item = _redeliver_pending(session, run)
+                if item is not None:
+                    found.append(item)
     return found
 
 
-def _redeliver(session: Session, run: OrchestratorRun) -> Redelivery:
+def _alive(session: Session, run: OrchestratorRun, cutoff: datetime) -> bool:
+    """Whether the run showed a sign of life since ``cutoff`` (someone got there first)."""
+    if run.status not in (RunStatus.RUNNING, RunStatus.PENDING):
+        return True
+    signs = [repo.as_utc(run.heartbeat_at), repo.as_utc(run.queued_at)]
+    if run.status == RunStatus.PENDING:
+        signs += [repo.as_utc(row.updated_at) for row in repo.list_task_states(session, run.id)]
+    return any(sign is not None and sign >= cutoff for sign in signs)
+
+
+def _step_to_resend(session: Session, run: OrchestratorRun) -> tuple[StepName, TaskState | None]:
+    """The step whose message is in flight: the newest PENDING/STARTED task-state row.
+
+    A rollback queued after a failed build is such a row: it is sent again as a rollback,
+    never as the plan's next forward step."""
+    newest: dict[StepName, TaskState] = {}
+    for row in repo.list_task_states(session, run.id):
+        if row.plan_step not in newest or row.attempt > newest[row.plan_step].attempt:
+            newest[row.plan_step] = row
+    open_rows = [
+        r for r in newest.values() if r.state in (TaskStateName.PENDING, TaskStateName.STARTED)
+    ]
+    if open_rows:
+        row = max(open_rows, key=lambda r: (repo.as_utc(r.updated_at), r.attempt))
+        return row.plan_step, row
     plan = Plan.of(run.action_plan)
-    # In progress, or else lost between two steps: the next one never arrived.
     current = plan.first(StepStatus.IN_PROGRESS) or plan.first(StepStatus.PENDING)
-    assert current is not None  # a running run always has a step left
-    step = current.name
-    latest = repo.latest_task_state(session, run.id, step)
+    assert current is not None  # an active run always has a step left
+    return current.name, newest.get(current.name)
+
+
+def _resend(
+    session: Session, run: OrchestratorRun, step: StepName, attempt: int, reason: str
+) -> Redelivery:
+    """Record the step PENDING under a fresh task id (an older message, should it still
+    arrive, is then a duplicate) and say why, on the run and in the worker's event log."""
+    task_id = new_task_id()
+    repo.record_task_state(
+        session, run.id, step, TaskStateName.PENDING, celery_task_id=task_id, attempt=attempt
+    )
     repo.touch_heartbeat(session, run.id)
+    audit.note(session, run, "recovered", None, plan_step=step.value, reason=reason)
+    log.warning("run %s: %s; sending %s again", run.id, reason, step.value)
+    return Redelivery(run.id, step, run.priority, task_id, queue_of(run), reason)
+
+
+def _redeliver_pending(session: Session, run: OrchestratorRun) -> Redelivery | None:
+    project = context_of(run.action_plan).project
+    if repo.active_run_for_service(session, project, run.target_service, exclude=run.id):
+        return None  # it waits for a holder; when the holder ends it is looked at again
+    step, latest = _step_to_resend(session, run)
+    reason = f"pending with no live message for {step.value}"
+    return _resend(session, run, step, latest.attempt if latest else 1, reason)
+
+
+def _redeliver(session: Session, run: OrchestratorRun) -> Redelivery:
+    step, latest = _step_to_resend(session, run)
     if latest is not None and latest.state == TaskStateName.PENDING:
-        log.warning("run %s: %s never arrived; sending it again", run.id, step.value)
-        return Redelivery(run.id, step, run.priority, latest.celery_task_id, queue_of(run))
+        return _resend(session, run, step, latest.attempt, f"{step.value} never arrived")
     attempts = latest.attempt if latest is not None else 0
     if latest is not None:
         repo.mark_attempt_lost(session, latest)
-    if attempts >= MAX_ATTEMPTS:
-        message = f"{step.value} was lost {attempts} times with its worker; giving up"
-        repo.update_step(session, run, step, status=StepStatus.FAILED, message=message)
-        repo.transition_run(
-            session, run.id, expected=[RunStatus.RUNNING], new=RunStatus.FAILED, message=message
-        )
-        return Redelivery(run.id, step, run.priority, None, queue_of(run))
-    task_id = new_task_id()
-    repo.record_task_state(
-        session, run.id, step, TaskStateName.PENDING, celery_task_id=task_id, attempt=attempts + 1
+    if attempts < MAX_ATTEMPTS:
+        reason = f"heartbeat stopped during {step.value} (attempt {attempts})"
+        return _resend(session, run, step, attempts + 1, reason)
+    message = f"{step.value} was lost {attempts} times with its worker; giving up"
+    repo.update_step(session, run, step, status=StepStatus.FAILED, message=message)
+    plan = Plan.of(run.action_plan)
+    patched = plan.succeeded(StepName.PATCH) or step == StepName.PATCH
+    if step != StepName.ROLLBACK and plan.has(StepName.ROLLBACK) and patched:
+        run.message = message
+        session.flush()
+        return _resend(session, run, StepName.ROLLBACK, 1, f"{message}; rolling back")
+    repo.transition_run(
+        session, run.id, expected=[RunStatus.RUNNING], new=RunStatus.FAILED, message=message
     )
-    log.warning("run %s: %s lost with its worker; delivering it again", run.id, step.value)
-    return Redelivery(run.id, step, run.priority, task_id, queue_of(run))
+    audit.note(session, run, "abandoned", None, plan_step=step.value, reason=message)
+    return Redelivery(run.id, step, run.priority, None, queue_of(run), message)
 
 
 def sweep_once(db: Database, settings: Settings) -> int:
@@ -106,9 +170,15 @@ def sweep_once(db: Database, settings: Settings) -> int:
     found = find_stale(db, stale_after_s=settings.stale_after_seconds)
     for item in found:
         if item.task_id is None:
-            log_event(item.run_id, item.step.value, "run_abandoned")
+            log_event(item.run_id, item.step.value, "run_abandoned", reason=item.reason)
             continue
-        log_event(item.run_id, item.step.value, "step_redelivered", celery_task_id=item.task_id)
+        log_event(
+            item.run_id,
+            item.step.value,
+            "step_redelivered",
+            celery_task_id=item.task_id,
+            reason=item.reason,
+        )
         queued = QueuedStep(item.run_id, item.step, item.priority, item.task_id, item.queue)
         enqueue(settings, queued)
     return sum(1 for item in found if item.task_id)

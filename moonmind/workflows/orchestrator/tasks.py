@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -20,7 +21,7 @@ from celery import Task
 from celery.signals import worker_ready
 
 from api_service.db.base import Database, get_database
-from moonmind.config import get_settings
+from moonmind.config import Settings, get_settings
 from moonmind.utils.logging import log_event
 from moonmind.workflows.orchestrator import repositories as repo
 from moonmind.workflows.orchestrator import transitions
@@ -107,12 +108,40 @@ def _call_step(
         return StepFailed(f"{step.value} crashed: {type(exc).__name__}: {exc}")
 
 
-def execute_step(
-    step: StepName, run_id: uuid.UUID, task_id: str | None, redelivered: bool = False
-) -> None:
+def _owner_gone(db: Database, run_id: uuid.UUID, seen: datetime, every_s: float) -> bool:
+    """Watch a run's heartbeat for two beats: True if it did not move (its worker is gone)."""
+    deadline = time.monotonic() + 2 * every_s + 1
+    while time.monotonic() < deadline:
+        time.sleep(min(0.5, every_s))
+        beat = transitions.heartbeat_of(db, run_id)
+        if beat is None or beat > seen:
+            return False
+    return True
+
+
+Taken = transitions.Started | transitions.Waiting | transitions.AlreadyDone | None
+
+
+def _claim(
+    db: Database, settings: Settings, step: StepName, run_id: uuid.UUID, task_id: str | None
+) -> Taken:
+    """Claim; a message a live-looking worker already took is watched before taken over."""
+    claimed = transitions.claim(db, settings, step, run_id, task_id)
+    if not isinstance(claimed, transitions.Contested):
+        return claimed
+    if not _owner_gone(db, run_id, claimed.heartbeat, settings.heartbeat_seconds):
+        log.warning("run %s: %s is running elsewhere; duplicate dropped", run_id, step.value)
+        return None
+    again = transitions.claim(db, settings, step, run_id, task_id, claimed.heartbeat)
+    if isinstance(again, transitions.Contested):
+        return None  # it moved again meanwhile: the other worker is alive after all
+    return again
+
+
+def execute_step(step: StepName, run_id: uuid.UUID, task_id: str | None) -> None:
     settings = get_settings()
     db = _database()
-    claimed = transitions.claim(db, settings, step, run_id, task_id, redelivered)
+    claimed = _claim(db, settings, step, run_id, task_id)
     if isinstance(claimed, transitions.AlreadyDone):
         lost = transitions.queued_next(db, run_id, claimed.next_step)
         if lost is not None:
@@ -155,8 +184,7 @@ def execute_step(
 def _register(step: StepName) -> Task:
     @app.task(name=TASK_NAMES[step], bind=True)
     def _step_task(self: Task, run_id: str) -> None:
-        redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-        execute_step(step, uuid.UUID(run_id), self.request.id, redelivered)
+        execute_step(step, uuid.UUID(run_id), self.request.id)
 
     return _step_task
 

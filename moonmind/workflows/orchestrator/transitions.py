@@ -1,4 +1,4 @@
-"""How a run moves: claim a step, record its outcome, stop at a gate, close the run.
+"""How a run moves: record a step's outcome, stop at a gate, close the run.
 
 Database only: no broker, no Docker. Each function runs one transaction and returns
 what the caller (the Celery shell in ``tasks``) must do next as a typed value; nothing
@@ -8,7 +8,6 @@ is published from here, so a message only ever names rows that are already commi
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -16,12 +15,21 @@ from sqlalchemy.orm import Session
 
 from api_service.db.base import Database
 from api_service.db.models import OrchestratorRun
-from moonmind.config import Settings
 from moonmind.workflows.orchestrator import cancellation, policies
 from moonmind.workflows.orchestrator import repositories as repo
+from moonmind.workflows.orchestrator.claims import (  # claiming lives in claims.py
+    AlreadyDone,
+    Claim,
+    Contested,
+    Started,
+    Waiting,
+    claim,
+    heartbeat_of,
+    next_step,
+    queued_next,
+)
 from moonmind.workflows.orchestrator.dispatch import QueuedStep, new_task_id, queue_of
 from moonmind.workflows.orchestrator.enums import (
-    TERMINAL_STATUSES,
     RunStatus,
     StepName,
     StepStatus,
@@ -29,168 +37,24 @@ from moonmind.workflows.orchestrator.enums import (
 )
 from moonmind.workflows.orchestrator.metrics import Metrics
 from moonmind.workflows.orchestrator.plan import Plan, context_of
-from moonmind.workflows.orchestrator.steps import StepContext, StepFailed, StepOutcome
-from moonmind.workflows.orchestrator.storage import ArtifactStore
+from moonmind.workflows.orchestrator.steps import StepFailed, StepOutcome
 
 log = logging.getLogger("moonmind.orchestrator")
 
-
-def next_step(plan: Plan, step: StepName) -> StepName | None:
-    """The planned step after ``step`` on the forward path (rollback only follows a failure)."""
-    forward = [s.name for s in plan.steps if s.name != StepName.ROLLBACK]
-    if step not in forward:
-        return None
-    later = forward[forward.index(step) + 1 :]
-    return later[0] if later else None
-
-
-# ------------------------------------------------------------------------ claiming
-
-
-@dataclass(frozen=True)
-class Started:
-    """This delivery owns the step: run it with this context."""
-
-    context: StepContext
-    queued: QueuedStep
-    attempt: int
-    cancel_requested: bool = False  # the run was cancelled: do not start the work
-
-
-@dataclass(frozen=True)
-class Waiting:
-    """Another run holds the service: deliver this same step again a little later."""
-
-    queued: QueuedStep
-    holder: uuid.UUID
-
-
-@dataclass(frozen=True)
-class AlreadyDone:
-    """The step finished before (its worker died before acking): the next one may be lost."""
-
-    next_step: StepName
-
-
-Claim = Started | Waiting | AlreadyDone | None  # None: nothing to do (ended, gone, duplicate)
-
-
-def claim(
-    db: Database,
-    settings: Settings,
-    step: StepName,
-    run_id: uuid.UUID,
-    task_id: str | None,
-    redelivered: bool = False,
-) -> Claim:
-    """Take the step for this delivery, if it is this delivery's to take."""
-    with db.session() as session:
-        run = repo.get_run(session, run_id, for_update=True)
-        if run is None:
-            log.warning("run %s no longer exists; %s ignored", run_id, step.value)
-            return None
-        if run.status in TERMINAL_STATUSES:
-            return None
-        plan = Plan.of(run.action_plan)
-        if plan.step(step).status == StepStatus.SUCCEEDED:
-            nxt = next_step(plan, step)
-            return AlreadyDone(nxt) if nxt is not None else None
-        queued = QueuedStep(run_id, step, run.priority, task_id or new_task_id(), queue_of(run))
-        if run.status == RunStatus.PENDING:
-            holder = _take_service(session, run)
-            if holder is not None:
-                return Waiting(queued, holder)
-            if run.status != RunStatus.RUNNING:
-                return None
-        attempt = _claim_attempt(session, settings, run, step, task_id, redelivered)
-        if attempt is None:
-            return None
-        repo.update_step(
-            session,
-            run,
-            step,
-            status=StepStatus.IN_PROGRESS,
-            started_at=datetime.now(UTC),
-            celery_task_id=task_id,
-        )
-        repo.touch_heartbeat(session, run_id)
-        if settings.host:  # which Docker host's worker took each step
-            repo.set_metrics(session, run, worker_hosts={step.value: settings.host})
-        cancelled = run.cancel_requested_at is not None and step != StepName.ROLLBACK
-        return Started(_context(settings, run), queued, attempt, cancelled)
-
-
-def _take_service(session: Session, run: OrchestratorRun) -> uuid.UUID | None:
-    """Move a pending run to running unless another run holds its service (then: that run)."""
-    project = context_of(run.action_plan).project
-    repo.lock_service(session, project, run.target_service)
-    holder = repo.active_run_for_service(session, project, run.target_service, exclude=run.id)
-    if holder is not None:
-        run.message = f"waiting for run {holder.id}, which holds {run.target_service}"
-        return holder.id
-    if repo.transition_run(session, run.id, expected=[RunStatus.PENDING], new=RunStatus.RUNNING):
-        run.status = RunStatus.RUNNING
-        run.message = None  # no longer waiting
-    return None
-
-
-def _claim_attempt(
-    session: Session,
-    settings: Settings,
-    run: OrchestratorRun,
-    step: StepName,
-    task_id: str | None,
-    redelivered: bool,
-) -> int | None:
-    """Mark this delivery STARTED and return its attempt number, or None for a duplicate.
-
-    A STARTED row left behind means a worker died mid-step, unless the run's heartbeat
-    is still fresh and the broker did not flag this delivery as a redelivery: then
-    another worker is on it right now."""
-    latest = repo.latest_task_state(session, run.id, step)
-    attempt = latest.attempt if latest is not None else 1
-    if latest is not None and latest.state == TaskStateName.STARTED:
-        heartbeat = repo.as_utc(run.heartbeat_at)
-        alive = heartbeat is not None and (
-            (datetime.now(UTC) - heartbeat).total_seconds() < settings.stale_after_seconds
-        )
-        if alive and not redelivered:
-            log.warning("run %s: %s is already running elsewhere; duplicate dropped", run.id, step)
-            return None
-        repo.mark_attempt_lost(session, latest)
-        attempt += 1
-    elif latest is not None and latest.state != TaskStateName.PENDING:
-        attempt += 1
-    repo.record_task_state(
-        session, run.id, step, TaskStateName.STARTED, celery_task_id=task_id, attempt=attempt
-    )
-    return attempt
-
-
-def _context(settings: Settings, run: OrchestratorRun) -> StepContext:
-    return StepContext(
-        run_id=run.id,
-        instruction=run.instruction,
-        service=context_of(run.action_plan),
-        plan=Plan.of(run.action_plan),
-        store=ArtifactStore(settings.artifact_root_path),
-        requested_patch=run.requested_patch,
-        approved_diff=(run.approval or {}).get("diff_sha256"),
-        agent_template=settings.patch_agent,
-        agent_timeout_s=settings.patch_agent_timeout_seconds,
-    )
-
-
-def queued_next(db: Database, run_id: uuid.UUID, step: StepName) -> QueuedStep | None:
-    """The next step's message, if it was recorded as queued but has not started."""
-    with db.session() as session:
-        run = repo.get_run(session, run_id)
-        pending = repo.latest_task_state(session, run_id, step)
-        if run is None or pending is None or pending.state != TaskStateName.PENDING:
-            return None
-        if pending.celery_task_id is None:
-            return None
-        return QueuedStep(run_id, step, run.priority, pending.celery_task_id, queue_of(run))
+__all__ = [
+    "AlreadyDone",
+    "Claim",
+    "Closed",
+    "Contested",
+    "Recorded",
+    "Started",
+    "Waiting",
+    "claim",
+    "heartbeat_of",
+    "next_step",
+    "queued_next",
+    "record",
+]
 
 
 # ----------------------------------------------------------------------- recording

@@ -44,6 +44,16 @@ def _pending_run(db: Database, **kwargs: object) -> uuid.UUID:
         return create_run(session, service=f"svc-{uuid.uuid4().hex[:6]}", **kwargs).id  # type: ignore[arg-type]
 
 
+def _queued_id(db: Database, run_id: uuid.UUID, step: StepName) -> str:
+    """The task id the step's message carries: the one its PENDING row names (claims
+    compare it), or a fresh one for a step nothing has queued yet."""
+    with db.session() as session:
+        row = repo.latest_task_state(session, run_id, step)
+        if row is not None and row.state == TaskStateName.PENDING and row.celery_task_id:
+            return row.celery_task_id
+    return f"t-{step.value}-{uuid.uuid4().hex[:6]}"
+
+
 def _plan(db: Database, run_id: uuid.UUID) -> tuple[RunStatus, Plan, str | None]:
     with db.session() as session:
         run = repo.get_run(session, run_id)
@@ -62,12 +72,20 @@ def test_claim_runs_a_pending_run_and_a_second_delivery_is_dropped(
     status, plan, _ = _plan(db, run_id)
     assert status == RunStatus.RUNNING
     assert plan.step(StepName.ANALYZE).celery_task_id == "task-1"
-    # The heartbeat is fresh and the broker did not say "redelivered": someone is on it.
-    assert transitions.claim(db, settings, StepName.ANALYZE, run_id, "task-1") is None
-    # A redelivery after a worker died takes the step over as attempt 2.
-    again = transitions.claim(db, settings, StepName.ANALYZE, run_id, "task-1", redelivered=True)
+    # The same message again while the heartbeat is fresh: contested, not run. The broker's
+    # redelivered flag is not asked: only a heartbeat that did not move gives the step away.
+    contested = transitions.claim(db, settings, StepName.ANALYZE, run_id, "task-1")
+    assert isinstance(contested, transitions.Contested)
+    # Another message for a step already taken is a duplicate, whatever the heartbeat says.
+    assert transitions.claim(db, settings, StepName.ANALYZE, run_id, "task-other") is None
+    # Watched and found still: the first worker is gone; attempt 2 takes over, once.
+    again = transitions.claim(
+        db, settings, StepName.ANALYZE, run_id, "task-1", contested.heartbeat
+    )
     assert isinstance(again, transitions.Started)
     assert again.attempt == 2
+    late = transitions.claim(db, settings, StepName.ANALYZE, run_id, "task-1", contested.heartbeat)
+    assert isinstance(late, transitions.Contested)  # attempt 2's heartbeat is newer
 
 
 def test_success_queues_the_next_step_and_records_it_pending(
@@ -90,7 +108,7 @@ def test_success_queues_the_next_step_and_records_it_pending(
         assert row.state == TaskStateName.PENDING
         assert row.celery_task_id == after.queued.task_id
     # The same analyze delivered again is already done: its successor may have been lost.
-    done = transitions.claim(db, settings, StepName.ANALYZE, run_id, "task-1", redelivered=True)
+    done = transitions.claim(db, settings, StepName.ANALYZE, run_id, "task-1")
     assert done == transitions.AlreadyDone(StepName.PATCH)
     assert transitions.queued_next(db, run_id, StepName.PATCH) == after.queued
 
@@ -111,10 +129,12 @@ def test_failure_before_a_patch_closes_the_run_and_skips_the_rest(
 def test_failure_after_a_patch_queues_the_rollback(db: Database, settings: Settings) -> None:
     run_id = _pending_run(db, steps=list(StepName))
     for step in (StepName.ANALYZE, StepName.PATCH):
-        started = transitions.claim(db, settings, step, run_id, f"t-{step}")
+        started = transitions.claim(db, settings, step, run_id, _queued_id(db, run_id, step))
         assert isinstance(started, transitions.Started)
         transitions.record(db, NO_METRICS, started, StepResult("ok"), 0.1)
-    started = transitions.claim(db, settings, StepName.BUILD, run_id, "t-build")
+    started = transitions.claim(
+        db, settings, StepName.BUILD, run_id, _queued_id(db, run_id, StepName.BUILD)
+    )
     assert isinstance(started, transitions.Started)
     after = transitions.record(db, NO_METRICS, started, StepFailed("build broke"), 0.1)
     assert after.queued is not None
@@ -182,7 +202,7 @@ def _cancel(db: Database, run_id: uuid.UUID) -> QueuedStep | None:
 
 def _run_through(db: Database, settings: Settings, run_id: uuid.UUID, *steps: StepName) -> None:
     for step in steps:
-        started = transitions.claim(db, settings, step, run_id, f"t-{step}")
+        started = transitions.claim(db, settings, step, run_id, _queued_id(db, run_id, step))
         assert isinstance(started, transitions.Started)
         transitions.record(db, NO_METRICS, started, StepResult("ok"), 0.1)
 
@@ -228,7 +248,9 @@ def test_a_running_run_cancelled_during_build_rolls_back_and_ends_cancelled(
 ) -> None:
     run_id = _pending_run(db, steps=list(StepName))
     _run_through(db, settings, run_id, StepName.ANALYZE, StepName.PATCH)
-    build = transitions.claim(db, settings, StepName.BUILD, run_id, "t-build")
+    build = transitions.claim(
+        db, settings, StepName.BUILD, run_id, _queued_id(db, run_id, StepName.BUILD)
+    )
     assert isinstance(build, transitions.Started)
     assert _cancel(db, run_id) is None  # running: the worker stops it
     assert _plan(db, run_id)[0] == RunStatus.RUNNING
@@ -265,7 +287,9 @@ def test_a_step_delivered_after_the_cancel_is_claimed_as_cancelled(
     run_id = _pending_run(db, steps=list(StepName))
     _run_through(db, settings, run_id, StepName.ANALYZE)
     _cancel(db, run_id)
-    patch = transitions.claim(db, settings, StepName.PATCH, run_id, "t-patch")
+    patch = transitions.claim(
+        db, settings, StepName.PATCH, run_id, _queued_id(db, run_id, StepName.PATCH)
+    )
     assert isinstance(patch, transitions.Started)
     assert patch.cancel_requested
 
@@ -273,7 +297,9 @@ def test_a_step_delivered_after_the_cancel_is_claimed_as_cancelled(
 def test_an_unverified_rollback_fails_the_run(db: Database, settings: Settings) -> None:
     run_id = _pending_run(db, steps=list(StepName))
     _run_through(db, settings, run_id, StepName.ANALYZE, StepName.PATCH)
-    build = transitions.claim(db, settings, StepName.BUILD, run_id, "t-build")
+    build = transitions.claim(
+        db, settings, StepName.BUILD, run_id, _queued_id(db, run_id, StepName.BUILD)
+    )
     assert isinstance(build, transitions.Started)
     after = transitions.record(db, NO_METRICS, build, StepFailed("build broke"), 0.1)
     assert after.queued is not None

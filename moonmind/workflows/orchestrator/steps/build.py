@@ -69,7 +69,9 @@ def build(ctx: StepContext) -> StepResult:
         kept: list[str] = []
         with ctx.log(StepName.BUILD, "build.log", type=ArtifactType.BUILD_LOG) as out:
             out(f"$ {' '.join(params.argv)}")
-            code = svc.compose().build(svc.service, _keeping(out, kept))
+            code = svc.compose().build(
+                svc.service, _keeping(out, kept), timeout_s=ctx.build_timeout_s
+            )
             out(f"exit code {code}")
         new_image = engine.image_id(params.image)
     finally:

@@ -67,6 +67,8 @@ class StepContext:
     approved_diff: str | None = None  # the diff sha256 an approval of this run names
     agent_template: str = ""
     agent_timeout_s: float = 600.0
+    build_timeout_s: float | None = None  # compose build's own deadline (None: no limit)
+    up_timeout_s: float | None = None  # compose up's own deadline
     on_line: Callable[[str, str], None] = lambda step, line: None
     produced: list[ProducedArtifact] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)

@@ -31,7 +31,7 @@ def restart(ctx: StepContext) -> StepResult:
         with ctx.log(StepName.RESTART, "restart.log", type=ArtifactType.RESTART_LOG) as out:
             _write(out, "before", before)
             out(f"$ {' '.join(params.argv)}")
-            code = svc.compose().up_no_deps(name, out)
+            code = svc.compose().up_no_deps(name, out, timeout_s=ctx.up_timeout_s)
             out(f"exit code {code}")
             after = engine.services_snapshot(svc.project)
             _write(out, "after", after)
