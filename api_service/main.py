@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from api_service.api.errors import install_error_handlers
 from api_service.api.routers import orchestrator
+from api_service.console import install_console
 from api_service.db.base import get_database
 from moonmind.config import Settings, get_settings
 
@@ -21,6 +22,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.database = get_database(settings.database_url)
     install_error_handlers(app)
     app.include_router(orchestrator.router)
+    install_console(app)
 
     @app.get("/health", tags=["meta"])
     def health() -> dict[str, str]:
