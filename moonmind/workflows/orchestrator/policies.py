@@ -14,13 +14,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api_service.db.models import ApprovalGate, OrchestratorRun
 from moonmind.schemas.workflow_models import ApprovalRequest
 from moonmind.workflows.orchestrator.enums import ApprovalRequirement, RunStatus, StepName
-from moonmind.workflows.orchestrator.repositories import as_utc
+from moonmind.workflows.orchestrator.repositories import approval_gate_row, as_utc
 from moonmind.workflows.orchestrator.service_profiles import ServiceProfile
 
 GATED_STEP = {
@@ -72,13 +71,9 @@ def token_sha256(token: str) -> str:
 
 
 def sync_gate(session: Session, service: str, gate: Gate) -> ApprovalGate:
-    """The approval_gates row for a service, kept equal to its configured policy."""
-    row = session.scalars(
-        select(ApprovalGate).where(ApprovalGate.service_name == service)
-    ).one_or_none()
-    if row is None:
-        row = ApprovalGate(service_name=service)
-        session.add(row)
+    """The approval_gates row for a service, kept equal to its configured policy (the row
+    is inserted race-free; unchanged values write nothing)."""
+    row = approval_gate_row(session, service)
     row.requirement = gate.requirement
     row.approver_roles = list(gate.roles)
     row.valid_for_minutes = gate.valid_minutes
