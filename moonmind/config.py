@@ -27,6 +27,8 @@ class SettingsError(Exception):
 
 
 API_ROLES = ("viewer", "operator", "approver", "admin")
+# The orchestrator's own variables (URLs, tokens, Docker host): never a patch agent's.
+AGENT_ENV_REFUSED = ("MOONMIND_", "CELERY_", "ORCHESTRATOR_", "DOCKER_", "STATSD_")
 
 
 class PrincipalConfig(BaseModel):
@@ -140,6 +142,13 @@ class Settings(BaseSettings):
             "ORCHESTRATOR_UP_TIMEOUT_SECONDS", "orchestrator_up_timeout_seconds"
         ),
     )
+    # Environment variables the patch agent receives besides PATH, HOME, TZ and the locale.
+    patch_agent_env: tuple[str, ...] = Field(
+        default=(),
+        validation_alias=AliasChoices(
+            "ORCHESTRATOR_PATCH_AGENT_ENV", "orchestrator_patch_agent_env"
+        ),
+    )
     step_time_limit_seconds: int = Field(
         default=1500,
         gt=0,
@@ -206,6 +215,16 @@ class Settings(BaseSettings):
             raise ValueError("principal ids must be unique")
         if len({p.token_sha256 for p in value}) != len(value):
             raise ValueError("two principals share a token")
+        return value
+
+    @field_validator("patch_agent_env")
+    @classmethod
+    def _agent_env(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+            if name.upper().startswith(AGENT_ENV_REFUSED):
+                raise ValueError(f"{name} is the orchestrator's own setting, never an agent's")
         return value
 
     @field_validator("database_url")

@@ -2,10 +2,13 @@
 
 The agent is configured as a command template so any CLI can be plugged in; it runs in its
 own process group so a timeout can stop everything it spawned, not only the direct child.
+It gets a minimal environment (:func:`agent_environment`), never the worker's own.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
 import signal
 import subprocess
@@ -14,11 +17,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from moonmind.config import AGENT_ENV_REFUSED
 from moonmind.workflows.orchestrator.adapters.process import child_preexec, kill_group, tracked
 
 PLACEHOLDERS = ("{instruction}", "{analysis}", "{workspace}")
 KILL_GRACE_S = 2.0
 NOT_FOUND_RC = 127
+# What every agent gets: where programs and its home are, the locale and the time zone.
+BASE_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ")
+_LOCALE = re.compile(r"LC_[A-Z_]+")
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,21 @@ def build_agent_argv(
         "{workspace}": str(workspace),
     }
     return [_fill(arg, values) for arg in argv]
+
+
+def agent_environment(source: Mapping[str, str], names: Sequence[str] = ()) -> dict[str, str]:
+    """The agent's environment: PATH, HOME, locale (LANG, LANGUAGE, LC_*), TZ, plus ``names``.
+
+    Nothing else of ``source`` (the worker's environment) is passed on: not its database or
+    broker URL, not DOCKER_HOST, not a token. A name carrying one of the orchestrator's own
+    prefixes (MOONMIND_, CELERY_, ORCHESTRATOR_, DOCKER_, STATSD_) is dropped even if listed.
+    """
+    wanted = {*BASE_ENV, *(n for n in names if not n.upper().startswith(AGENT_ENV_REFUSED))}
+    return {
+        key: value
+        for key, value in source.items()
+        if key in wanted or (_LOCALE.fullmatch(key) is not None)
+    }
 
 
 def _fill(arg: str, values: Mapping[str, str]) -> str:
@@ -92,7 +114,10 @@ def run_agent(
     timeout: float,
     env: Mapping[str, str] | None = None,
 ) -> AgentResult:
-    """Run the agent with a deadline; a missing executable yields returncode 127."""
+    """Run the agent with a deadline; a missing executable yields returncode 127.
+
+    ``env`` is the agent's whole environment; None means the minimal one
+    (:func:`agent_environment` of this process's, with no extra names)."""
     if not argv:
         raise ValueError("agent argv is empty")
     started = time.monotonic()
@@ -100,7 +125,7 @@ def run_agent(
         proc = subprocess.Popen(
             list(argv),
             cwd=cwd,
-            env=dict(env) if env is not None else None,
+            env=dict(env) if env is not None else agent_environment(os.environ),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -1,4 +1,10 @@
-"""Snapshots of the workspace tree: every file and symlink, byte-exact, for diffs and restore."""
+"""Snapshots of the workspace tree: files and symlinks, byte-exact, for diffs and restore.
+
+A snapshot reads the paths of its :class:`Scope`: the allow-list of the run (so two runs on
+two services of one workspace never see each other's edits), never ``.git`` and never the
+orchestrator's own state (artifact root, SQLite file, broker folder, its ``var/``) when that
+lives inside the workspace.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from moonmind.workflows.orchestrator.paths import GIT_DIR
+from moonmind.workflows.orchestrator.paths import GIT_DIR, is_inside, matches_pattern
 
 ChangeKind = Literal["added", "modified", "deleted"]
 
@@ -63,34 +69,79 @@ class FileState:
 
 
 @dataclass(frozen=True)
+class Scope:
+    """What a snapshot reads: paths matching ``allow`` (None: every path), minus ``exclude``.
+
+    ``exclude`` holds absolute paths (files or folders) that are never read, listed or
+    restored, wherever they are; those outside the workspace simply do not matter.
+    """
+
+    allow: tuple[str, ...] | None = None
+    exclude: tuple[Path, ...] = ()
+
+    def covers(self, relpath: str) -> bool:
+        """True when relpath is one of the paths this scope reads (exclusions aside)."""
+        return self.allow is None or any(matches_pattern(relpath, p) for p in self.allow)
+
+    def excluded_under(self, root: Path) -> frozenset[str]:
+        """The excluded paths that lie strictly inside root, workspace-relative."""
+        real_root = Path(root).resolve()
+        found: set[str] = set()
+        for path in self.exclude:
+            real = Path(path).expanduser().resolve()
+            if real != real_root and is_inside(real, real_root):
+                found.add(real.relative_to(real_root).as_posix())
+        return frozenset(found)
+
+
+def _skipped(name: str, rel: str, excluded: frozenset[str]) -> bool:
+    return name.casefold() == GIT_DIR or rel in excluded
+
+
+@dataclass(frozen=True)
 class Snapshot:
-    """Every file and symlink under a root (excluding .git) plus the directories present."""
+    """The files and symlinks of a scope under a root, plus every directory present."""
 
     root: Path
     files: dict[str, FileState] = field(default_factory=dict)
     dirs: frozenset[str] = frozenset()
+    scope: Scope = Scope()
 
     @classmethod
-    def take(cls, root: Path) -> Snapshot:
-        """Record the tree without following symlinks so it can be restored exactly."""
+    def take(cls, root: Path, scope: Scope | None = None) -> Snapshot:
+        """Record the tree without following symlinks so it can be restored exactly.
+
+        Directories are all listed (restore prunes only the ones it created); file bytes
+        are read only for paths the scope covers.
+        """
         root = Path(root)
+        scope = scope or Scope()
+        excluded = scope.excluded_under(root)
         files: dict[str, FileState] = {}
         dirs: set[str] = set()
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
             base = Path(dirpath)
             rel_dir = base.relative_to(root).as_posix()
+            prefix = "" if rel_dir == "." else f"{rel_dir}/"
             for name in [*dirnames, *filenames]:
-                if name.casefold() == GIT_DIR:
+                rel = prefix + name
+                if _skipped(name, rel, excluded):
                     continue
                 full = base / name
-                rel = name if rel_dir == "." else f"{rel_dir}/{name}"
-                state = FileState.read(full)
-                if state.exists:
-                    files[rel] = state
-                elif full.is_dir():
+                if full.is_dir() and not full.is_symlink():
                     dirs.add(rel)
-            dirnames[:] = [d for d in dirnames if d.casefold() != GIT_DIR and not _is_link(base, d)]
-        return cls(root=root, files=files, dirs=frozenset(dirs))
+                elif scope.covers(rel) and (state := FileState.read(full)).exists:
+                    files[rel] = state
+            dirnames[:] = [
+                d
+                for d in dirnames
+                if not _skipped(d, prefix + d, excluded) and not _is_link(base, d)
+            ]
+        return cls(root=root, files=files, dirs=frozenset(dirs), scope=scope)
+
+    def again(self) -> Snapshot:
+        """A new snapshot of the same root and scope (to compare with this one)."""
+        return Snapshot.take(self.root, self.scope)
 
     def get(self, relpath: str) -> FileState:
         """State of one path (absent when not recorded)."""

@@ -2,6 +2,11 @@
 
 They are what the rollback (and a patch step delivered again after its worker died)
 writes back. The manifest says, per path, whether the file existed, its mode and sha256.
+
+Before an agent starts, every allow-listed file is journaled (:func:`journal`) with the
+run's scope: a restore then also removes allow-listed files that appeared since, so a
+worker killed mid-agent is undone like any other failure. Once the patch is known, the
+manifest is narrowed to the changed paths (:func:`settle`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,87 @@ from moonmind.workflows.orchestrator.paths import UnsafePathError, checked_targe
 from moonmind.workflows.orchestrator.steps.context import StepContext, StepFailed
 
 MANIFEST = "pre-images/manifest.json"
+SCOPE = "pre-images/scope.json"
+
+
+def _sync_dir(path: Path) -> None:
+    """fsync a directory so the renames of the files just written in it are durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_scope(ctx: StepContext, scope: dict[str, Any]) -> None:
+    ctx.save(
+        SCOPE,
+        json.dumps(scope, indent=2).encode(),
+        type=ArtifactType.PRE_IMAGE,
+        kind="pre_image_scope",
+        content_type="application/json",
+    )
+
+
+def journal(ctx: StepContext, before: ws.Snapshot) -> None:
+    """Keep every file of the snapshot's scope, durably, before something edits blindly.
+
+    The scope (allow globs, excluded paths, the files that existed) is written first, the
+    bytes and the manifest after, and every folder touched is fsync'd.
+    """
+    scope = before.scope
+    _write_scope(
+        ctx,
+        {
+            "allow": list(scope.allow or ()),
+            "exclude": [str(p) for p in scope.exclude],
+            "existing": sorted(before.files),
+        },
+    )
+    save(ctx, before, sorted(before.files))
+    manifest_file = ctx.store.resolve(ctx.run_id, MANIFEST)
+    for folder in {manifest_file.parent, *(p.parent for p in _kept_files(ctx, before))}:
+        _sync_dir(folder)
+    _sync_dir(ctx.store.run_dir(ctx.run_id))
+
+
+def _kept_files(ctx: StepContext, before: ws.Snapshot) -> list[Path]:
+    return [ctx.store.resolve(ctx.run_id, f"pre-images/{path}") for path in before.files]
+
+
+def _scope(ctx: StepContext) -> dict[str, Any]:
+    try:
+        return dict(json.loads(ctx.store.resolve(ctx.run_id, SCOPE).read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def pending(ctx: StepContext) -> bool:
+    """True when pre-images were kept that an earlier attempt may not have settled."""
+    return bool(manifest(ctx) or _scope(ctx).get("allow"))
+
+
+def settle(ctx: StepContext, before: ws.Snapshot, changed: Iterable[str]) -> None:
+    """After a journaled patch: keep only the changed paths, then drop the scope."""
+    save(ctx, before, sorted(set(changed)))
+    if _scope(ctx):
+        _write_scope(ctx, {})
+
+
+def discard(ctx: StepContext) -> None:
+    """The workspace was put back by the step itself: nothing is left to restore."""
+    if manifest(ctx) or _scope(ctx):
+        _write_scope(ctx, {})
+        ctx.save(
+            MANIFEST,
+            b"{}",
+            type=ArtifactType.PRE_IMAGE,
+            kind="pre_image_manifest",
+            content_type="application/json",
+        )
 
 
 def save(ctx: StepContext, before: ws.Snapshot, paths: Iterable[str]) -> None:
@@ -103,4 +189,24 @@ def restore(ctx: StepContext, out: Callable[[str], None]) -> list[str]:
             ws.remove_file(root, path)
             out(f"removed {path} (did not exist before)")
         restored.append(path)
-    return restored
+    return restored + _remove_created(ctx, recorded, out)
+
+
+def _remove_created(
+    ctx: StepContext, recorded: dict[str, Any], out: Callable[[str], None]
+) -> list[str]:
+    """Allow-listed files that appeared after the journal (e.g. an agent killed mid-way)."""
+    scope = _scope(ctx)
+    if not scope.get("allow"):
+        return []
+    known = set(recorded) | set(scope.get("existing", []))
+    now = ws.Snapshot.take(
+        ctx.workspace,
+        ws.Scope(tuple(scope["allow"]), tuple(Path(p) for p in scope.get("exclude", []))),
+    )
+    removed = []
+    for path in sorted(set(now.files) - known):
+        ws.remove_file(ctx.workspace, path)
+        out(f"removed {path} (created after the pre-images were kept)")
+        removed.append(path)
+    return removed
