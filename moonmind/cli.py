@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from moonmind import auth, stack_init
+from moonmind.cli_runs import add_parser as add_runs_parser
 from moonmind.config import Settings, SettingsError, load_settings
 from moonmind.follow import follow_run
 
@@ -133,6 +134,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         body["requested_by"] = args.requested_by
     if getattr(args, "mode", "fix") == "diagnose":
         body["mode"] = "diagnose"
+    if getattr(args, "dry_run", False):
+        body["dry_run"] = True
     api = args.api.rstrip("/")
     token = os.environ.get("MOONMIND_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -197,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--requested-by", help="who asks; must be MOONMIND_TOKEN's principal (the default)"
     )
     submit.add_argument("--follow", action="store_true", help="print progress until it ends")
+    submit.add_argument("--dry-run", action="store_true", help="derive the diff; change nothing")
     submit.add_argument("--logs", action="store_true", help="with --follow: log lines too")
     submit.set_defaults(func=cmd_submit)
 
@@ -212,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(func=cmd_worker)
     auth.add_parser(sub)
+    add_runs_parser(sub)
     stack_init.add_parser(sub)
     return parser
 

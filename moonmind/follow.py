@@ -31,11 +31,20 @@ def _print(line: str) -> None:
 
 
 def iter_events(
-    client: httpx.Client, api: str, run_id: str, *, deadline: float | None = None
+    client: httpx.Client,
+    api: str,
+    run_id: str,
+    *,
+    deadline: float | None = None,
+    idle_timeout: float | None = None,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(event kind, data) as the API sends them; FollowTimeout once ``deadline`` passes."""
+    """(event kind, data) as the API sends them; FollowTimeout once ``deadline`` passes;
+    httpx.ReadTimeout after ``idle_timeout`` seconds without a byte (`moonmind runs logs`
+    without --follow: what exists so far, then stop)."""
     url = f"{api}/orchestrator/runs/{run_id}/events"
     timeout = None if deadline is None else httpx.Timeout(10.0, read=READ_TIMEOUT_S)
+    if idle_timeout is not None:
+        timeout = httpx.Timeout(10.0, read=idle_timeout)
     kind = ""
     with client.stream("GET", url, timeout=timeout) as events:
         for line in events.iter_lines():
@@ -93,6 +102,7 @@ def follow_run(
     show_logs: bool = False,
     show_status: bool = True,
     timeout: float | None = None,
+    idle_timeout: float | None = None,
 ) -> str:
     """Print the run's events as they arrive until it ends; its final status.
 
@@ -100,7 +110,8 @@ def follow_run(
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     status = "unknown"
-    for kind, data in iter_events(client, api, run_id, deadline=deadline):
+    events = iter_events(client, api, run_id, deadline=deadline, idle_timeout=idle_timeout)
+    for kind, data in events:
         if kind == "step":
             out(step_line(data))
         elif kind == "log" and show_logs:

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     DateTime,
     Enum,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     Uuid,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -116,6 +118,8 @@ class OrchestratorRun(Base):
     approval: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     requested_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
     requested_patch: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # A dry run derives its patch in a scratch copy and ends after it (steps/dry_run.py).
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

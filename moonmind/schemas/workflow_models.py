@@ -41,6 +41,8 @@ class RunCreate(BaseModel):
     requested_by: str | None = Field(default=None, min_length=1, max_length=255)
     # "diagnose": analyze and explain only; nothing is patched, built or restarted.
     mode: Literal["fix", "diagnose"] = "fix"
+    # Analyze and derive the patch in a scratch copy; nothing is written, built or restarted.
+    dry_run: bool = False
 
     @field_validator("instruction", "target_service")
     @classmethod
@@ -100,6 +102,7 @@ class RunSummary(BaseModel):
     requested_by: str | None = None
     message: str | None = None
     missing_artifacts: list[str] = Field(default_factory=list)
+    dry_run: bool = False
 
 
 class PlanStepDefinition(BaseModel):

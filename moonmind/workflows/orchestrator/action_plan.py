@@ -84,7 +84,7 @@ def build_plan(
     ctx: ServiceContext,
     *,
     has_operator_patch: bool,
-    mode: Literal["fix", "diagnose"] = "fix",
+    mode: Literal["fix", "diagnose", "dry_run"] = "fix",
     signatures: Sequence[Mapping[str, str]] = (),
     dependents: Sequence[Dependent] = (),
 ) -> tuple[list[PlanStep], PlanAuthor]:
@@ -92,7 +92,8 @@ def build_plan(
 
     Without an operator's patch, the rules come first and then the agent, which is the
     worker's setting (ORCHESTRATOR_PATCH_AGENT): a worker without one skips it. A
-    diagnose run has the analyze step only: it explains and touches nothing."""
+    diagnose run has the analyze step only: it explains and touches nothing. A dry run
+    stops after a patch derived in a scratch copy (steps/dry_run.py)."""
     compose = ctx.compose()
     profile = ctx.profile
     sources = ["operator_patch"] if has_operator_patch else ["rules", "agent"]
@@ -105,6 +106,10 @@ def build_plan(
     )
     if mode == "diagnose":
         return [_step(analyze)], PlanAuthor.SYSTEM
+    if mode == "dry_run":
+        dry = PatchParameters(sources=sources, allow=list(profile.allow), dry_run=True)
+        author = PlanAuthor.OPERATOR if has_operator_patch else PlanAuthor.SYSTEM
+        return [_step(analyze), _step(dry)], author
     steps = [
         analyze,
         PatchParameters(sources=sources, allow=list(profile.allow)),

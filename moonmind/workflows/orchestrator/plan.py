@@ -72,6 +72,7 @@ class PatchParameters(StepParameters):
     step = StepName.PATCH
     sources: list[str]
     allow: list[str] = Field(default_factory=list)
+    dry_run: bool = False  # derive the diff in a scratch copy (steps/dry_run.py)
 
 
 class BuildParameters(StepParameters):

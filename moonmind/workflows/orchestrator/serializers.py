@@ -47,6 +47,7 @@ def _summary_fields(run: OrchestratorRun) -> dict[str, Any]:
         "requested_by": run.requested_by,
         "message": run.message,
         "missing_artifacts": list(run.missing_artifacts or []),
+        "dry_run": bool(run.dry_run),
     }
 
 

@@ -137,7 +137,7 @@ def submit_run(
     steps, author = build_plan(
         ctx,
         has_operator_patch=bool(request.patch),
-        mode=request.mode,
+        mode="dry_run" if request.dry_run else request.mode,
         signatures=[sig.model_dump() for sig in settings.signatures],
         dependents=dependents_of(stack.config, stack.profiles, profile.name),
     )
@@ -158,7 +158,7 @@ def submit_run(
             run_id=uuid.uuid4(),
             requested_by=principal.id,
         )
-        gate = policies.gate_for(profile)
+        run.dry_run, gate = request.dry_run, policies.gate_for(profile)
         if gate is not None:
             run.approval_gate_id = policies.sync_gate(session, profile.name, gate).id
         queued = _queue(session, run, StepName.ANALYZE, new=True)

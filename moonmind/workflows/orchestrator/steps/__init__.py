@@ -15,14 +15,14 @@ from moonmind.workflows.orchestrator.steps.context import (
     StepOutcome,
     StepResult,
 )
-from moonmind.workflows.orchestrator.steps.patch import patch
+from moonmind.workflows.orchestrator.steps.dry_run import patch_step
 from moonmind.workflows.orchestrator.steps.restart import restart
 from moonmind.workflows.orchestrator.steps.rollback import rollback
 from moonmind.workflows.orchestrator.steps.verify import verify
 
 STEP_FUNCTIONS: dict[StepName, Callable[[StepContext], StepResult]] = {
     StepName.ANALYZE: analyze,
-    StepName.PATCH: patch,
+    StepName.PATCH: patch_step,  # steps.patch.patch, or its dry run in a scratch copy
     StepName.BUILD: build,
     StepName.RESTART: restart,
     StepName.VERIFY: verify,
