@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.database = get_database(settings.database_url)
-    install_error_handlers(app)
+    install_error_handlers(app, max_body_bytes=settings.api_max_body_bytes)
     app.include_router(orchestrator.router)
     install_console(app)
 

@@ -198,6 +198,13 @@ class Settings(BaseSettings):
     auth_principals: tuple[PrincipalConfig, ...] = Field(
         default=(),
         validation_alias=AliasChoices(
+    api_max_body_bytes: int = Field(  # larger request bodies are answered 413, never read
+        default=8 * 1024 * 1024,
+        ge=1024,
+        validation_alias=AliasChoices(
+            "ORCHESTRATOR_API_MAX_BODY_BYTES", "orchestrator_api_max_body_bytes"
+        ),
+    )
             "ORCHESTRATOR_AUTH_PRINCIPALS", "orchestrator_auth_principals"
         ),
     )

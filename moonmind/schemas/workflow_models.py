@@ -208,3 +208,5 @@ class ErrorResponse(BaseModel):
     error: str
     detail: str | None = None
     remediation: str | None = None
+    # The X-Request-ID of the request, also in the API server's log line about it.
+    request_id: str | None = None

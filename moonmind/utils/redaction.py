@@ -17,7 +17,16 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from urllib.parse import unquote
 
-__all__ = ["MASK", "MIN_SECRET_LENGTH", "Redactor", "default_redactor", "is_secret_name"]
+__all__ = [
+    "MASK",
+    "MIN_SECRET_LENGTH",
+    "PRIVATE_KEY_BEGIN",
+    "PRIVATE_KEY_END",
+    "SERVICE_ACCOUNT_START",
+    "Redactor",
+    "default_redactor",
+    "is_secret_name",
+]
 
 MASK = "***"
 
@@ -50,14 +59,27 @@ _NUMBER = re.compile(r"[+-]?\d+(?:[.,_]\d+)*")
 # ahead to candidates instead of trying every word.
 _URL_CREDENTIALS = re.compile(r"(?P<head>://[^\s:/@'\"]*:)[^\s@/'\"]+(?=@)")
 
+# Every PEM flavour of a private key (PKCS#1 "RSA", "EC", "DSA", PKCS#8 plain and
+# "ENCRYPTED", "OPENSSH"), PGP's "PRIVATE KEY BLOCK" and the SSH2 (RFC 4716) "---- BEGIN"
+# form; an unterminated block is hidden to the end of the text.
+PRIVATE_KEY_BEGIN = re.compile(r"-{4,5} ?BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)? ?-{4,5}")
+PRIVATE_KEY_END = re.compile(r"-{4,5} ?END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)? ?-{4,5}")
 _PRIVATE_KEY_BLOCK = re.compile(
-    r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END[A-Z0-9 ]*PRIVATE KEY-----|\Z)",
-    re.DOTALL,
+    f"{PRIVATE_KEY_BEGIN.pattern}.*?(?:{PRIVATE_KEY_END.pattern}|\\Z)", re.DOTALL
+)
+
+# A Google service-account key file (or any JSON object holding a "private_key"): the
+# whole object, from its brace to its closing brace (or the end of the text).
+SERVICE_ACCOUNT_START = re.compile(
+    r"\"type\"\s*:\s*\"service_account\"|\"private_key(?:_id)?\"\s*:"
+)
+_SERVICE_ACCOUNT_JSON = re.compile(
+    r"\{[^{}]*(?:" + SERVICE_ACCOUNT_START.pattern + r")[^{}]*(?:\}|\Z)", re.DOTALL
 )
 
 _AUTHORIZATION_HEADER = re.compile(
     r"(?P<head>\b(?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?"
-    r"(?:(?:bearer|basic|token|digest)\s+)?)[^\s\"',]+",
+    r"(?:(?:bearer|basic|token|digest|negotiate|ntlm|aws4-hmac-sha256|dpop)\s+)?)[^\s\"',]+",
     re.IGNORECASE,
 )
 
@@ -80,6 +102,10 @@ _TOKEN_SHAPES = re.compile(
     r"|\bgh[pousr]_[A-Za-z0-9]{36,}"  # GitHub tokens
     r"|\bgithub_pat_[A-Za-z0-9_]{22,}"  # GitHub fine-grained tokens
     r"|\bsk-[A-Za-z0-9_-]{20,}"  # OpenAI/Anthropic style API keys
+    r"|\bxox[abeoprs]-[A-Za-z0-9-]{10,}"  # Slack bot/user/app-level tokens
+    r"|\bxapp-\d-[A-Za-z0-9-]{10,}"  # Slack app tokens
+    r"|\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}"  # Stripe secret and restricted keys
+    r"|\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"  # JWTs
 )
 
 _HEAD_REPLACEMENT = r"\g<head>" + MASK
@@ -88,7 +114,8 @@ _HEAD_REPLACEMENT = r"\g<head>" + MASK
 # plain substring tests are far cheaper than case-insensitive regex scans, and most
 # build log lines contain none of them.
 _RULES: tuple[tuple[tuple[str, ...], re.Pattern[str], str], ...] = (
-    (("-----begin",), _PRIVATE_KEY_BLOCK, MASK),
+    (("-----begin", "---- begin"), _PRIVATE_KEY_BLOCK, MASK),
+    (("service_account", '"private_key'), _SERVICE_ACCOUNT_JSON, MASK),
     (("://",), _URL_CREDENTIALS, _HEAD_REPLACEMENT),
     (("authorization",), _AUTHORIZATION_HEADER, _HEAD_REPLACEMENT),
     (("bearer",), _BEARER_TOKEN, _HEAD_REPLACEMENT),
@@ -98,7 +125,8 @@ _RULES: tuple[tuple[tuple[str, ...], re.Pattern[str], str], ...] = (
         _HEAD_REPLACEMENT,
     ),
     (
-        ("akia", "asia", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "sk-"),
+        ("akia", "asia", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "sk-", "xox")
+        + ("xapp-", "k_live_", "k_test_", "eyj"),
         _TOKEN_SHAPES,
         MASK,
     ),

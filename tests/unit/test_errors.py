@@ -152,7 +152,9 @@ def test_domain_error_becomes_its_error_response(
 ) -> None:
     response = _request(exc)
     assert response.status_code == status
-    assert response.json() == body
+    sent = response.json()
+    assert sent.pop("request_id") == response.headers["x-request-id"]
+    assert sent == body
 
 
 def test_conflicts_are_one_family() -> None:

@@ -45,9 +45,14 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorResponse, "description": "The principal may not do this"},
     404: {"model": ErrorResponse, "description": "Not found"},
 }
+# Operations that take a body: one over ORCHESTRATOR_API_MAX_BODY_BYTES is never read.
+_BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    413: {"model": ErrorResponse, "description": "Request body too large"},
+}
 
 
-@router.post("/runs", status_code=202, response_model=RunSummary, responses=_ERRORS)
+@router.post("/runs", status_code=202, response_model=RunSummary, responses=_BODY_ERRORS)
 def create_run(
     body: RunCreate, settings: SettingsDep, db: DatabaseDep, principal: Operator
 ) -> RunSummary:
@@ -62,7 +67,15 @@ def list_runs(
     status: Annotated[RunStatus | None, Query()] = None,
     service: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            pattern=repositories.CURSOR_PATTERN,
+            min_length=repositories.CURSOR_LENGTH,
+            max_length=repositories.CURSOR_LENGTH,
+            description="The next_cursor of the previous page.",
+        ),
+    ] = None,
 ) -> RunList:
     page = repositories.list_runs(
         session, status=status, service=service, limit=limit, cursor=cursor
@@ -169,7 +182,7 @@ def run_events(
 
 
 _CONFLICTS: dict[int | str, dict[str, Any]] = {
-    **_ERRORS,
+    **_BODY_ERRORS,
     409: {"model": ErrorResponse, "description": "Not allowed in the run's current state"},
 }
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from moonmind.utils.redaction import Redactor, default_redactor
+from moonmind.utils.stream_redaction import StreamRedactor
 from moonmind.workflows.orchestrator.adapters.docker_engine import Engine, EngineUnavailable
 from moonmind.workflows.orchestrator.enums import ArtifactType, StepName
 from moonmind.workflows.orchestrator.plan import Plan, ServiceContext, StepParameters
@@ -33,6 +34,7 @@ class StepFailed(Exception):
     def __init__(
         self, message: str, *, rollback: bool = True, result: dict[str, Any] | None = None
     ) -> None:
+        message = default_redactor().redact(message)  # step messages reach the API
         super().__init__(message)
         self.message = message
         self.rollback = rollback
@@ -43,6 +45,9 @@ class StepFailed(Exception):
 class StepResult:
     message: str
     result: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.message = default_redactor().redact(self.message)
 
 
 StepOutcome = StepResult | StepFailed
@@ -71,6 +76,7 @@ class StepContext:
     up_timeout_s: float | None = None  # compose up's own deadline
     on_line: Callable[[str, str], None] = lambda step, line: None
     produced: list[ProducedArtifact] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)  # what a step's source adds to its result
     missing: list[str] = field(default_factory=list)
     # Everything that came from a process (logs, agent output) passes through this first.
     redactor: Redactor = field(default_factory=default_redactor)
@@ -116,14 +122,19 @@ class StepContext:
             self.missing.append(relpath)
             stream = None
 
-        def write(line: str) -> None:
-            line = self.redactor.redact(line)
-            if stream is not None:
-                try:
-                    stream.line(line)
-                except OSError:
-                    pass
-            self.on_line(step.value, line)
+        redacting = StreamRedactor(self.redactor)  # a key printed line by line is one block
+
+        def write(raw: str) -> None:
+            for piece in raw.splitlines() or [raw]:  # a chunk may hold several lines
+                line = redacting.line(piece)
+                if line is None:
+                    continue
+                if stream is not None:
+                    try:
+                        stream.line(line)
+                    except OSError:
+                        pass
+                self.on_line(step.value, line)
 
         try:
             yield write

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from moonmind.workflows.orchestrator import secret_guard
 from moonmind.workflows.orchestrator.adapters import workspace as ws
 from moonmind.workflows.orchestrator.diagnosis import Signature, derive_rule_edits
 from moonmind.workflows.orchestrator.enums import ArtifactType, StepName
@@ -29,12 +30,20 @@ def _check_allowed(
         raise StepFailed(f"patch touches files outside the allow-list: {listing}", rollback=False)
 
 
+def _refuse_secret(ctx: StepContext, diff: str) -> None:
+    """Fail closed, before anything is written, on a diff that adds a secret."""
+    reason = secret_guard.refusal(diff, ctx.redactor)
+    if reason is not None:
+        raise StepFailed(reason, rollback=False, result={"refused": "secret"})
+
+
 def _operator_patch(ctx: StepContext, before: ws.Snapshot, allow: list[str]) -> bool:
     assert ctx.requested_patch is not None
     root = ctx.workspace
     try:
         paths = ws.patch_paths(root, ctx.requested_patch)
         _check_allowed(root, paths, allow, patch_agent.compose_files(ctx))
+        _refuse_secret(ctx, ctx.requested_patch)
         preimages.save(ctx, before, paths)
         ws.apply_patch(root, ctx.requested_patch)
     except ws.WorkspaceError as exc:
@@ -59,6 +68,9 @@ def _rules(ctx: StepContext, before: ws.Snapshot, allow: list[str]) -> bool:
         return False
     paths = [edit.path for edit in edits]
     _check_allowed(ctx.workspace, paths, allow, patch_agent.compose_files(ctx))
+    for edit in edits:
+        old = before.get(edit.path).data
+        _refuse_secret(ctx, secret_guard.added_lines_diff(edit.path, old, edit.new_data))
     preimages.save(ctx, before, paths)
     for edit in edits:
         ws.write_file(ctx.workspace, edit.path, edit.new_data)
@@ -114,6 +126,11 @@ def patch(ctx: StepContext) -> StepResult:
     elif extra := [c.path for c in changed if c.path not in recorded]:
         preimages.save(ctx, before, sorted(recorded | set(extra)))
     diff = ws.unified_diff(root, before, changed)
+    if (reason := secret_guard.refusal(diff, ctx.redactor)) is not None:  # e.g. an agent's
+        ws.restore(root, before, changed)
+        preimages.discard(ctx)
+        raise StepFailed(reason, rollback=False, result={"refused": "secret"})
+    diff = ctx.redactor.redact(diff)  # secrets already in context or removed lines
     ctx.save("patch.diff", diff.encode(), type=ArtifactType.PATCH_DIFF, kind="patch_diff")
     files = [
         {"path": c.path, "change": c.kind, "sha256": ws.FileState.read(root / c.path).sha256}
