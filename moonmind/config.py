@@ -195,9 +195,6 @@ class Settings(BaseSettings):
         default="moonmind.orchestrator",
         validation_alias=AliasChoices("STATSD_PREFIX", "statsd_prefix"),
     )
-    auth_principals: tuple[PrincipalConfig, ...] = Field(
-        default=(),
-        validation_alias=AliasChoices(
     api_max_body_bytes: int = Field(  # larger request bodies are answered 413, never read
         default=8 * 1024 * 1024,
         ge=1024,
@@ -205,6 +202,9 @@ class Settings(BaseSettings):
             "ORCHESTRATOR_API_MAX_BODY_BYTES", "orchestrator_api_max_body_bytes"
         ),
     )
+    auth_principals: tuple[PrincipalConfig, ...] = Field(
+        default=(),
+        validation_alias=AliasChoices(
             "ORCHESTRATOR_AUTH_PRINCIPALS", "orchestrator_auth_principals"
         ),
     )

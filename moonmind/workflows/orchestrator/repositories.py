@@ -110,7 +110,6 @@ class RunPage:
     next_cursor: str | None
 
 
-def encode_cursor(run: OrchestratorRun) -> str:
 # A cursor is the (queued_at, id) of the last run of a page: queued_at as 16 digits of
 # microseconds since the epoch, then the run id's 32 hex digits. Every string of this
 # pattern is a cursor the server accepts, so the API's schema says exactly what it takes.
@@ -120,6 +119,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
+def encode_cursor(run: OrchestratorRun) -> str:
     queued = as_utc(run.queued_at)
     assert queued is not None
     return f"{(queued - _EPOCH) // _MICROSECOND:016d}-{run.id.hex}"
