@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: venv demo test lint typecheck unit bench api worker up db-upgrade docker images image clean
+.PHONY: venv demo test lint typecheck unit bench api worker up db-upgrade docker images image clean chromium screenshots
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -18,6 +18,10 @@ docker:
 
 images: docker
 	scripts/build-test-images
+
+# Debian's headless Chromium and chromedriver, for the console's browser tests.
+chromium:
+	scripts/ensure-chromium
 
 # The orchestrator image (services/orchestrator/Dockerfile) from the local Debian base;
 # apt and pip use the host network, pip trusts the host's local CAs (a TLS-intercepting
@@ -43,8 +47,12 @@ typecheck: venv
 
 # Every test, against real PostgreSQL (127.0.0.1:5432), RabbitMQ (127.0.0.1:5672) and
 # a Docker engine that scripts/ensure-docker starts if needed.
-test: venv images lint typecheck
+test: venv images chromium lint typecheck
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+
+# The console's pages in real Chromium against a real fix run: var/screenshots/*.png
+screenshots: venv images chromium
+	$(BIN)/python -m pytest -q tests/integration/console/test_console_browser.py $(PYTEST_ARGS)
 
 unit: venv
 	$(BIN)/python -m pytest -ra tests/unit $(PYTEST_ARGS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -18,6 +19,22 @@ from moonmind.workflows.orchestrator.errors import OrchestratorError
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
+
+
+def when(value: datetime | str | None) -> str:
+    """A timestamp as people read it: 2026-11-24 23:10:26 UTC."""
+    if not value:
+        return ""
+    try:
+        moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    except ValueError:
+        return str(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+TEMPLATES.env.filters["when"] = when
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (

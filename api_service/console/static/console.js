@@ -3,6 +3,7 @@
 
 (function () {
   var POLL_MS = 2000;
+  var opened = null; // the log opened for the step in progress
 
   // Runs list: the rows are re-rendered by the server and swapped in every POLL_MS.
   function liveList(tbody) {
@@ -37,8 +38,10 @@
     if (data.message) { li.querySelector(".msg").textContent = data.message; }
     if (data.status === "in_progress") {
       document.getElementById("current-step").textContent = "current step: " + data.name;
+      // Only the current step's log is opened for the reader (others stay as they are).
       var box = document.getElementById("log-" + data.name);
-      if (box) { box.open = true; }
+      if (opened && opened !== box) { opened.open = false; }
+      if (box) { box.open = true; opened = box; }
     }
   }
 

@@ -236,9 +236,12 @@ def test_the_new_run_form_submits_as_the_signed_in_operator(
     detail = _detail(console, run_id)
     assert detail["requested_by"] == "alice"
     assert detail["instruction"] == "fix the import"
-    assert alice.http.post(
-        f"/runs/{run_id}/cancel", data={"csrf_token": alice.csrf(f"/runs/{run_id}")}
-    ).status_code == 303
+    assert (
+        alice.http.post(
+            f"/runs/{run_id}/cancel", data={"csrf_token": alice.csrf(f"/runs/{run_id}")}
+        ).status_code
+        == 303
+    )
     assert _detail(console, run_id)["status"] == "cancelled"
 
 
