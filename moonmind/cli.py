@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from moonmind import auth, stack_init
+from moonmind import auth, prune_cli, stack_init
 from moonmind.cli_runs import add_parser as add_runs_parser
 from moonmind.config import Settings, SettingsError, load_settings
 from moonmind.follow import follow_run
@@ -215,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=1)
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(func=cmd_worker)
+    prune_cli.add_parser(orch)
     auth.add_parser(sub)
     add_runs_parser(sub)
     stack_init.add_parser(sub)

@@ -19,6 +19,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from moonmind.utils.durations import DurationSeconds, OptionalDurationSeconds
+from moonmind.webhook_settings import Webhooks
+
 DEFAULT_CONFIG_PATH = "config.toml"
 
 
@@ -211,6 +214,24 @@ class Settings(BaseSettings):
     signatures: tuple[OperatorSignature, ...] = Field(
         default=(),
         validation_alias=AliasChoices("ORCHESTRATOR_SIGNATURES", "orchestrator_signatures"),
+    )
+    webhooks: Webhooks = Field(  # [[orchestrator.webhooks]], see moonmind/webhook_settings.py
+        default=(), validation_alias=AliasChoices("ORCHESTRATOR_WEBHOOKS", "orchestrator_webhooks")
+    )
+    public_url: str = Field(  # where the API is reached from outside: links in webhook bodies
+        default="http://127.0.0.1:8000",
+        validation_alias=AliasChoices("ORCHESTRATOR_PUBLIC_URL", "orchestrator_public_url"),
+    )
+    prune_older_than: OptionalDurationSeconds = Field(  # periodic prune in the worker; off: None
+        default=None,
+        validation_alias=AliasChoices(
+            "ORCHESTRATOR_PRUNE_OLDER_THAN", "orchestrator_prune_older_than"
+        ),
+    )
+    prune_interval: DurationSeconds = Field(
+        default=3600.0,
+        gt=0,
+        validation_alias=AliasChoices("ORCHESTRATOR_PRUNE_INTERVAL", "orchestrator_prune_interval"),
     )
     service_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
 

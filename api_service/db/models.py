@@ -179,3 +179,39 @@ class TaskState(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+
+
+class WebhookDelivery(Base):
+    """One run event for one ``[[orchestrator.webhooks]]`` receiver, and how its delivery went.
+
+    Written in the transaction that changes the run's status (an outbox); a worker thread
+    posts it. ``body`` holds the exact bytes that are signed, so every attempt sends the
+    same ones. The receiver's secret is never stored."""
+
+    __tablename__ = "orchestrator_webhook_deliveries"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'delivered', 'failed')", name="webhook_delivery_status"
+        ),
+        Index("ix_orchestrator_webhook_deliveries_run_id", "run_id"),
+        Index("ix_orchestrator_webhook_deliveries_status_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("orchestrator_runs.id", ondelete="CASCADE")
+    )
+    event: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    response_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # When a worker may take it next (also a lease: taking it pushes this forward).
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -179,6 +179,21 @@ class RunDiagnosis(BaseModel):
     suggested_run: SuggestedRun | None = None
 
 
+class WebhookDeliveryModel(BaseModel):
+    """One run event posted to one ``[[orchestrator.webhooks]]`` receiver."""
+
+    delivery_id: uuid.UUID
+    event: str
+    url: str  # without user info or query string
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    response_status: int | None = None
+    last_error: str | None = None
+    created_at: datetime
+    last_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+
+
 class RunDetail(RunSummary):
     diagnosis: RunDiagnosis | None = None  # first: why the service fails
     action_plan: ActionPlanModel
@@ -186,6 +201,7 @@ class RunDetail(RunSummary):
     artifacts: list[RunArtifactModel]
     metrics_snapshot: dict[str, Any] = Field(default_factory=dict)
     task_states: list[TaskStateModel] = Field(default_factory=list)
+    webhook_deliveries: list[WebhookDeliveryModel] = Field(default_factory=list)
 
 
 class RunList(BaseModel):

@@ -25,7 +25,7 @@ from moonmind.schemas.workflow_models import (
     RunList,
     RunSummary,
 )
-from moonmind.workflows.orchestrator import repositories, serializers
+from moonmind.workflows.orchestrator import repositories, serializers, webhooks
 from moonmind.workflows.orchestrator.enums import RunStatus
 from moonmind.workflows.orchestrator.errors import ArtifactMissing, ArtifactNotFound, RunNotFound
 from moonmind.workflows.orchestrator.events import RunFollower
@@ -94,6 +94,7 @@ def get_run(run_id: uuid.UUID, session: SessionDep, _: Viewer) -> RunDetail:
         run,
         repositories.list_artifacts(session, run_id),
         repositories.list_task_states(session, run_id),
+        webhooks.list_deliveries(session, run_id),
     )
 
 

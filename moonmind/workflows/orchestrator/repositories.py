@@ -22,6 +22,7 @@ from api_service.db.models import (
     TaskState,
     utcnow,
 )
+from moonmind.workflows.orchestrator import webhooks
 from moonmind.workflows.orchestrator.enums import (
     TERMINAL_STATUSES,
     ArtifactType,
@@ -248,7 +249,7 @@ def transition_run(
         .execution_options(synchronize_session=False)
     )
     session.flush()
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return webhooks.emit(session, run_id, values, result)  # a run event for its receivers
 
 
 def touch_heartbeat(session: Session, run_id: uuid.UUID) -> bool:

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from api_service.db.models import OrchestratorRun, RunArtifact, TaskState
+from api_service.db.models import OrchestratorRun, RunArtifact, TaskState, WebhookDelivery
 from moonmind.schemas.workflow_models import (
     ActionPlanModel,
     PlanStepDefinition,
@@ -16,7 +16,9 @@ from moonmind.schemas.workflow_models import (
     RunDiagnosis,
     RunSummary,
     TaskStateModel,
+    WebhookDeliveryModel,
 )
+from moonmind.webhook_settings import display_url
 from moonmind.workflows.orchestrator import policies
 from moonmind.workflows.orchestrator.enums import StepName
 from moonmind.workflows.orchestrator.plan import Plan
@@ -104,8 +106,28 @@ def diagnosis_of(plan: Plan) -> RunDiagnosis | None:
     )
 
 
+def webhook_delivery_model(row: WebhookDelivery) -> WebhookDeliveryModel:
+    created = as_utc(row.created_at)
+    assert created is not None
+    return WebhookDeliveryModel(
+        delivery_id=row.id,
+        event=row.event,
+        url=display_url(row.url),
+        status=row.status,  # type: ignore[arg-type]  # CHECK-constrained to the literal
+        attempts=row.attempts,
+        response_status=row.response_status,
+        last_error=row.last_error,
+        created_at=created,
+        last_attempt_at=as_utc(row.last_attempt_at),
+        delivered_at=as_utc(row.delivered_at),
+    )
+
+
 def run_detail(
-    run: OrchestratorRun, artifacts: list[RunArtifact], task_states: list[TaskState] | None = None
+    run: OrchestratorRun,
+    artifacts: list[RunArtifact],
+    task_states: list[TaskState] | None = None,
+    deliveries: list[WebhookDelivery] | None = None,
 ) -> RunDetail:
     row = run.action_plan
     plan = Plan.of(row)
@@ -138,4 +160,5 @@ def run_detail(
         artifacts=[artifact_model(a) for a in artifacts],
         metrics_snapshot=run.metrics_snapshot or {},
         task_states=[task_state_model(row) for row in task_states or []],
+        webhook_deliveries=[webhook_delivery_model(row) for row in deliveries or []],
     )

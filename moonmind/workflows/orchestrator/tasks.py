@@ -30,8 +30,10 @@ from moonmind.workflows.orchestrator.cleanup import prune_rollback_tags
 from moonmind.workflows.orchestrator.dispatch import TASK_NAMES, enqueue, producer
 from moonmind.workflows.orchestrator.enums import StepName
 from moonmind.workflows.orchestrator.metrics import Metrics, metrics_from_settings
+from moonmind.workflows.orchestrator.retention import periodic_prune
 from moonmind.workflows.orchestrator.steps import STEP_FUNCTIONS, StepFailed, StepOutcome
 from moonmind.workflows.orchestrator.sweeper import SweeperThread, sweep_once
+from moonmind.workflows.orchestrator.webhook_delivery import start_dispatcher
 
 log = logging.getLogger("moonmind.orchestrator")
 
@@ -198,3 +200,8 @@ def _start_sweeper(**_: Any) -> None:
     SweeperThread(
         lambda: sweep_once(_database(), settings), settings.sweep_interval_seconds
     ).start()
+    start_dispatcher(_database, settings)  # webhook deliveries, off the steps' path
+    if settings.prune_older_than is not None:  # retention, every prune_interval
+        SweeperThread(
+            lambda: periodic_prune(_database(), settings), settings.prune_interval
+        ).start()
