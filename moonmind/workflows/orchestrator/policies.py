@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from api_service.db.models import ApprovalGate, OrchestratorRun
 from moonmind.schemas.workflow_models import ApprovalRequest
 from moonmind.workflows.orchestrator.enums import ApprovalRequirement, RunStatus, StepName
+from moonmind.workflows.orchestrator.plan import Plan
 from moonmind.workflows.orchestrator.repositories import approval_gate_row, as_utc
 from moonmind.workflows.orchestrator.service_profiles import ServiceProfile
 
@@ -63,6 +64,13 @@ def effective_gate(gate: Gate, *, operator_patch: bool, patched: bool) -> Gate:
     if operator_patch and patched:
         return replace(gate, requirement=ApprovalRequirement.PRE_VERIFY)
     return gate
+
+
+def diff_needs_approval(run: OrchestratorRun) -> bool:
+    """The run's diff itself needs a person: the caller wrote it, or a rule guessed a
+    package name (not in its tables); then a protected service approves that exact diff."""
+    guesses = Plan.of(run.action_plan).result(StepName.PATCH).get("guesses")
+    return bool(run.requested_patch) or bool(guesses)
 
 
 def token_sha256(token: str) -> str:

@@ -224,7 +224,7 @@ def approve_run(
             )
         diff_sha = Plan.of(run.action_plan).result(StepName.PATCH).get("diff_sha256")
         gate = policies.effective_gate(
-            gate, operator_patch=bool(run.requested_patch), patched=diff_sha is not None
+            gate, operator_patch=policies.diff_needs_approval(run), patched=diff_sha is not None
         )
         if gate.requirement == ApprovalRequirement.PRE_VERIFY and (
             run.status != RunStatus.AWAITING_APPROVAL

@@ -220,7 +220,7 @@ def _stop_at_gate(
     gate = policies.gate_for(context_of(run.action_plan).profile)
     if gate is not None:
         gate = policies.effective_gate(
-            gate, operator_patch=bool(run.requested_patch), patched=diff_sha256 is not None
+            gate, operator_patch=policies.diff_needs_approval(run), patched=diff_sha256 is not None
         )
     if gate is None or gate.step != nxt:
         return None

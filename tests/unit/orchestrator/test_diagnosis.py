@@ -279,7 +279,7 @@ def test_package_json_dependency_keeps_indent_and_order(tmp_path: Path) -> None:
     assert edits[0].path == "web/package.json"
     assert text == (
         '{\n    "name": "web",\n    "dependencies": {\n        "lodash": "^4.17.21",\n'
-        '        "express": "*"\n    },\n    "scripts": {\n        "start": "node server.js"\n'
+        '        "express": "latest"\n    },\n    "scripts": {\n        "start": "node server.js"\n'
         "    }\n}\n"
     )
     assert list(json.loads(text)) == ["name", "dependencies", "scripts"]
@@ -290,7 +290,7 @@ def test_package_json_without_dependencies_and_already_present(tmp_path: Path) -
     edits = edits_for(root, sig("node_missing_module", "@scope/pkg"), context="web")
     assert (
         edits[0].new_data
-        == b'{\n  "name": "web",\n  "dependencies": {\n    "@scope/pkg": "*"\n  }\n}'
+        == b'{\n  "name": "web",\n  "dependencies": {\n    "@scope/pkg": "latest"\n  }\n}'
     )
     (root / "web/package.json").write_text('{"dependencies": {"express": "4"}}\n')
     assert edits_for(root, sig("node_missing_module", "express"), context="web") == []

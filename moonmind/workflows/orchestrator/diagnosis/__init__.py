@@ -26,6 +26,7 @@ from moonmind.workflows.orchestrator.diagnosis.rules import derive_rule_edits
 from moonmind.workflows.orchestrator.diagnosis.signatures import (
     Signature,
     SignatureKind,
+    crash_signatures,
     detect_signatures,
 )
 from moonmind.workflows.orchestrator.diagnosis.target import FileEdit
@@ -40,6 +41,7 @@ __all__ = [
     "Signature",
     "SignatureKind",
     "canonical_name",
+    "crash_signatures",
     "derive_rule_edits",
     "detect_signatures",
     "distribution_for_module",

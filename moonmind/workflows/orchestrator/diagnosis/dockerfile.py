@@ -25,6 +25,12 @@ APT_IMAGES = frozenset(
 )
 
 
+# A Debian or Ubuntu release named in an image's name or tag (python-base:bookworm).
+_DEBIAN_RELEASE = re.compile(
+    r"debian|ubuntu|bookworm|bullseye|buster|trixie|jammy|focal|noble|bionic"
+)
+
+
 @dataclass(frozen=True)
 class Instruction:
     """One logical Dockerfile instruction (continuations joined)."""
@@ -109,7 +115,9 @@ def package_manager(parsed: list[Instruction]) -> PackageManager | None:
         return PackageManager.APK
     if re.search(r"\bapt(?:-get)?\s+(?:-\S+\s+)*install\b", runs):
         return PackageManager.APT
-    return PackageManager.APT if name in APT_IMAGES else None
+    if name in APT_IMAGES or _DEBIAN_RELEASE.search(f"{name}:{tag}"):
+        return PackageManager.APT
+    return None
 
 
 # --------------------------------------------------------------------------- COPY / ADD

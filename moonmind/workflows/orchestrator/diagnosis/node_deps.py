@@ -33,7 +33,8 @@ def _json_indent(text: str) -> str | int:
 
 
 def node_edit(sig: Signature, target: Target) -> list[FileEdit]:
-    """Add ``"<package>": "*"`` to package.json dependencies unless it is already there."""
+    """Add ``"<package>": "latest"`` to package.json dependencies unless it is already there;
+    the build step then pins it to a caret range of the version npm installed."""
     name = sig.subject
     if name in NODE_BUILTINS or name.startswith("node:"):
         return []
@@ -51,8 +52,8 @@ def node_edit(sig: Signature, target: Target) -> list[FileEdit]:
         return []
     if deps is not None and name in deps:
         return []
-    doc["dependencies"] = {**(deps or {}), name: "*"}
+    doc["dependencies"] = {**(deps or {}), name: "latest"}
     out = json.dumps(doc, indent=_json_indent(text), ensure_ascii=False)
     out += "\n" if text.endswith("\n") else ""
     reason = f"add npm dependency {name} for missing module"
-    return [FileEdit(rel, out.encode("utf-8"), reason)]
+    return [FileEdit(rel, out.encode("utf-8"), reason, package=name, unpinned="node")]

@@ -60,6 +60,20 @@ IMPORT_TO_DISTRIBUTION: dict[str, str] = {
     "jinja2": "Jinja2",
 }
 
+# Distributions whose import name is their own name (known, so not a guess).
+SAME_NAME_DISTRIBUTIONS = frozenset(
+    {"requests", "flask", "django", "numpy", "pandas", "scipy", "fastapi", "uvicorn",
+     "gunicorn", "httpx", "redis", "celery", "sqlalchemy", "pydantic", "click", "boto3",
+     "botocore", "jinja2", "werkzeug", "aiohttp", "pytest", "six", "certifi", "urllib3",
+     "idna", "psutil", "pymongo", "psycopg", "kombu", "tqdm", "rich", "structlog",
+     "alembic", "marshmallow", "toml", "tomli", "orjson", "ujson", "simplejson", "packaging",
+     "setuptools", "wheel", "cryptography", "paramiko", "pytz", "tzdata", "arrow",
+     "pendulum", "prometheus_client", "starlette", "anyio", "sniffio", "h11",
+     "yarl", "multidict", "frozenlist", "markupsafe", "itsdangerous", "docker",
+     "pika", "stripe", "openai", "tenacity", "cachetools", "filelock", "platformdirs",
+     "matplotlib", "seaborn", "torch", "requests_toolbelt", "msgpack", "lz4", "zstandard"}
+)  # fmt: skip
+
 # Top-level namespaces shared by many distributions: guessing one would be wrong.
 AMBIGUOUS_IMPORTS = frozenset({"google", "azure", "backports", "zope", "jaraco", "sphinxcontrib"})
 
@@ -70,6 +84,17 @@ def distribution_for_module(module: str) -> str | None:
     if not top or top in AMBIGUOUS_IMPORTS or top in sys.stdlib_module_names:
         return None
     return IMPORT_TO_DISTRIBUTION.get(top, top)
+
+
+def guessed_distribution(module: str) -> str:
+    """Why the distribution of ``module`` is a guess ('' when the tables know it)."""
+    top = module.split(".")[0]
+    if top in IMPORT_TO_DISTRIBUTION or top.lower() in SAME_NAME_DISTRIBUTIONS:
+        return ""
+    return (
+        f"'{top}' is not in the known import-to-distribution table: assumed the PyPI "
+        f"distribution of the same name"
+    )
 
 
 def canonical_name(name: str) -> str:
@@ -205,5 +230,9 @@ def python_edit(sig: Signature, target: Target) -> list[FileEdit]:
         return []
     first = files[0]
     data = (target.workspace / first).read_bytes()
-    reason = f"add {dist} for missing Python module '{sig.subject}'"
-    return [FileEdit(first, _append_line(data, dist), reason)]
+    guess = guessed_distribution(sig.subject)
+    reason = f"add {dist} for missing Python module '{sig.subject}'" + (
+        " (a guess)" if guess else ""
+    )
+    edit = FileEdit(first, _append_line(data, dist), reason, dist, "python", guess)
+    return [edit]

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from moonmind.workflows.orchestrator.diagnosis.intent_edits import plan_intent
 from moonmind.workflows.orchestrator.diagnosis.kind_rules import diagnosis_edits
 from moonmind.workflows.orchestrator.diagnosis.node_deps import node_edit
 from moonmind.workflows.orchestrator.diagnosis.os_packages import os_package_edit
@@ -24,6 +25,15 @@ RULES: dict[str, Rule] = {
 }
 
 
+def rule_target(workspace: Path, build_context: str, dockerfile: str) -> Target | None:
+    """The service's files, or None when its build context or Dockerfile is unsafe."""
+    context = join_relpath(build_context or ".")
+    docker = join_relpath(dockerfile)
+    if context is None or docker is None:
+        return None
+    return Target(Path(workspace), context, docker)
+
+
 def derive_rule_edits(
     signatures: Sequence[Signature],
     *,
@@ -33,13 +43,15 @@ def derive_rule_edits(
     diagnoses: Sequence[Mapping[str, Any]] = (),
     instruction: str = "",
 ) -> list[FileEdit]:
-    """Edits for the first signature a built-in rule can fix, else for the first diagnosis
-    a kind rule can fix with the instruction's values; [] when none applies."""
-    context = join_relpath(build_context or ".")
-    docker = join_relpath(dockerfile)
-    if context is None or docker is None:
+    """Edits for the change the instruction asks for (an intent: then nothing else, even
+    when it is refused), else for the first signature a built-in rule can fix, else for
+    the first diagnosis a kind rule can fix with the instruction's values; [] when none."""
+    target = rule_target(workspace, build_context, dockerfile)
+    if target is None:
         return []
-    target = Target(Path(workspace), context, docker)
+    planned = plan_intent(instruction, target)
+    if planned is not None:
+        return planned.edits
     for sig in signatures:
         rule = RULES.get(sig.kind)
         edits = rule(sig, target) if rule else []

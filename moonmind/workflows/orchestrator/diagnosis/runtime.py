@@ -7,7 +7,7 @@ import re
 from moonmind.workflows.orchestrator.diagnosis.evidence import Diagnosis, Evidence, Outcome
 from moonmind.workflows.orchestrator.diagnosis.instruction import env_value, pinned_version
 from moonmind.workflows.orchestrator.diagnosis.python_deps import distribution_for_module
-from moonmind.workflows.orchestrator.diagnosis.signatures import SignatureKind, detect_signatures
+from moonmind.workflows.orchestrator.diagnosis.signatures import SignatureKind, crash_signatures
 
 _FIXABLE = {
     SignatureKind.PYTHON_MISSING_MODULE: "add the distribution that provides Python module "
@@ -39,7 +39,7 @@ def signature_analyzer(kind: SignatureKind) -> object:
     """An analyzer for one of the log signatures the built-in rules know."""
 
     def analyze(ev: Evidence) -> Diagnosis | None:
-        for sig in detect_signatures(ev.block):
+        for sig in crash_signatures(ev.block):
             if sig.kind == kind:
                 outcome = (
                     Outcome.EXPLAIN if kind is SignatureKind.PIP_NO_DISTRIBUTION else Outcome.FIX

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
+from moonmind.workflows.orchestrator.diagnosis.evidence import ERRORISH
+
 
 class SignatureKind(StrEnum):
     """What a signature is about; the values are stored in analysis JSON, never rename them."""
@@ -118,3 +120,37 @@ def detect_signatures(log_text: str) -> list[Signature]:
                 seen.add((sig.kind, sig.subject))
                 found.append(sig)
     return found
+
+
+_TRACEBACK = re.compile(r"^Traceback \(most recent call last\):|^\s*File \"[^\"]+\", line \d+")
+
+
+def _exception_line(lines: list[str]) -> str | None:
+    """The line a Python traceback ends with (its exception), when the text holds one.
+
+    Frames and source lines are indented; the first unindented line after the last
+    traceback header is the exception. Lines printed after it (a buffered stdout flushed
+    at exit) are not part of the crash.
+    """
+    starts = [i for i, line in enumerate(lines) if _TRACEBACK.match(line)]
+    if not starts:
+        return None
+    last = starts[-1]
+    while last > 0 and _TRACEBACK.match(lines[last - 1]):
+        last -= 1
+    for line in lines[last + 1 :]:
+        if line and not line[0].isspace() and not _TRACEBACK.match(line):
+            return line
+    return ""
+
+
+def crash_signatures(block: str) -> list[Signature]:
+    """Signatures of the crash itself: a traceback's exception line, else the block's last
+    error line. A log line elsewhere (even inside the block, or printed by the service to
+    look like an error) does not choose what gets installed."""
+    lines = [_ANSI.sub("", raw).rstrip() for raw in block.splitlines()]
+    exception = _exception_line(lines)
+    if exception is not None:
+        return list(_line_signatures(exception.strip()))
+    errors = [line for line in lines if ERRORISH.search(line)]
+    return list(dict.fromkeys(_line_signatures(errors[-1].strip()))) if errors else []

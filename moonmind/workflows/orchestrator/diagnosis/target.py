@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from moonmind.workflows.orchestrator.paths import is_inside
@@ -10,11 +10,19 @@ from moonmind.workflows.orchestrator.paths import is_inside
 
 @dataclass(frozen=True)
 class FileEdit:
-    """Full new content for one workspace-relative file, with a human reason."""
+    """Full new content for one workspace-relative file, with a human reason.
+
+    ``package`` and ``unpinned`` (its ecosystem) name a dependency added without a
+    version, which the build step pins to what it installed; ``guess`` says why a name
+    was guessed (it is not in a known table), so a person can see it and approve it.
+    """
 
     path: str
     new_data: bytes
     reason: str
+    package: str = field(default="", compare=False)
+    unpinned: str = field(default="", compare=False)
+    guess: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 from moonmind.workflows.orchestrator.adapters.docker_engine import ContainerInfo
 from moonmind.workflows.orchestrator.adapters.probe import probe_http
-from moonmind.workflows.orchestrator.diagnosis import detect_signatures
+from moonmind.workflows.orchestrator.diagnosis import crash_signatures
 from moonmind.workflows.orchestrator.diagnosis.analyzers import (
     diagnose,
     explanation,
@@ -16,6 +16,9 @@ from moonmind.workflows.orchestrator.diagnosis.analyzers import (
     suggested_run,
 )
 from moonmind.workflows.orchestrator.diagnosis.evidence import Evidence, ServiceState
+from moonmind.workflows.orchestrator.diagnosis.intent_edits import plan_intent
+from moonmind.workflows.orchestrator.diagnosis.intents import parse_intent
+from moonmind.workflows.orchestrator.diagnosis.rules import rule_target
 from moonmind.workflows.orchestrator.enums import ArtifactType
 from moonmind.workflows.orchestrator.plan import AnalyzeParameters
 from moonmind.workflows.orchestrator.steps.context import StepContext, StepResult, connect
@@ -87,6 +90,21 @@ def gather_evidence(
     )
 
 
+def recognised_intent(ctx: StepContext) -> dict[str, str] | None:
+    """The change the instruction asks for, the words it was read from, and the edit it
+    makes on the service's files or why none can be made (None: it asks for none)."""
+    profile = ctx.service.profile
+    target = rule_target(ctx.workspace, profile.build_context or "", profile.dockerfile or "")
+    if target is None or not profile.build_context or not profile.dockerfile:
+        intent = parse_intent(ctx.instruction)
+        why = f"{ctx.service.service} is not built from a Dockerfile here: no file to change"
+        return (
+            {**intent.record(), "refused": intent.refused or why, "change": ""} if intent else None
+        )
+    planned = plan_intent(ctx.instruction, target)
+    return planned.record() if planned is not None else None
+
+
 def analyze(ctx: StepContext) -> StepResult:
     svc = ctx.service
     params = ctx.params(AnalyzeParameters)
@@ -102,8 +120,9 @@ def analyze(ctx: StepContext) -> StepResult:
         engine.close()
     evidence = gather_evidence(svc.service, info, logs, stack, ctx.instruction)
     block = evidence.block
-    signatures = detect_signatures(block)  # the last crash, not any line of the log
+    signatures = crash_signatures(block)  # the last crash's own line, not any line of the log
     diagnoses = diagnose(evidence, params.signatures)
+    intent = recognised_intent(ctx)
     analysis = {
         "service": svc.service,
         "instruction": ctx.instruction,
@@ -116,6 +135,7 @@ def analyze(ctx: StepContext) -> StepResult:
         "explanation": explanation(diagnoses),
         "outcome": outcome(diagnoses),
         "suggested_run": suggested_run(diagnoses, svc.service),
+        "intent": intent,
     }
     analysis["healthy_before"] = was_healthy(info, analysis["health_probe"])
     analysis["dependents_before"] = dependents_before(ctx, stack)
@@ -129,6 +149,8 @@ def analyze(ctx: StepContext) -> StepResult:
     ctx.save("analyze.log", logs.encode(), type=ArtifactType.ANALYZE_LOG, kind="analyze_log")
     state = "no container" if info is None else f"container {info.status} (exit {info.exit_code})"
     found = explanation(diagnoses)
+    if intent:
+        found += f"; instruction: {intent['action']} ({intent['refused'] or intent['change']})"
     if len(diagnoses) > 1:
         found += f" (also: {', '.join(d.kind for d in diagnoses[1:])})"
     return StepResult(f"{state}; {found}", {"analysis": analysis})

@@ -17,6 +17,7 @@ from moonmind.workflows.orchestrator.steps.context import (
     StepResult,
     connect,
 )
+from moonmind.workflows.orchestrator.steps.pins import pin_installed, pinned_sha256
 
 ROLLBACK_REPOSITORY = "moonmind-rollback"
 
@@ -42,7 +43,8 @@ def _check_patched_files(ctx: StepContext) -> None:
         entry["path"]
         for entry in ctx.result_of(StepName.PATCH).get("files", [])
         if "sha256" in entry
-        and FileState.read(ctx.workspace / entry["path"]).sha256 != entry["sha256"]
+        and FileState.read(ctx.workspace / entry["path"]).sha256
+        not in (entry["sha256"], pinned_sha256(ctx, entry["path"]))
     ]
     if drifted:
         raise StepFailed(
@@ -88,4 +90,5 @@ def build(ctx: StepContext) -> StepResult:
         raise StepFailed(
             f"build of {svc.service} failed (exit {code}){why}; see build.log", result=result
         )
-    return StepResult(f"built {params.image} ({(new_image or '?')[:19]})", result)
+    pins, said = pin_installed(ctx, new_image)  # dependencies added without a version
+    return StepResult(f"built {params.image} ({(new_image or '?')[:19]}){said}", result | pins)

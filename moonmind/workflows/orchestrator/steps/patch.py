@@ -17,6 +17,12 @@ from moonmind.workflows.orchestrator.enums import ArtifactType, StepName
 from moonmind.workflows.orchestrator.plan import PatchParameters
 from moonmind.workflows.orchestrator.steps import patch_agent, preimages
 from moonmind.workflows.orchestrator.steps.context import StepContext, StepFailed, StepResult
+from moonmind.workflows.orchestrator.steps.rule_notes import (
+    diff_header,
+    no_change_message,
+    rule_notes,
+    summary,
+)
 
 
 def _check_allowed(
@@ -74,6 +80,7 @@ def _rules(ctx: StepContext, before: ws.Snapshot, allow: list[str]) -> bool:
     preimages.save(ctx, before, paths)
     for edit in edits:
         ws.write_file(ctx.workspace, edit.path, edit.new_data)
+    ctx.notes.update(rule_notes(ctx, edits))
     return True
 
 
@@ -97,12 +104,7 @@ def _apply(ctx: StepContext, sources: list[str], allow: list[str], before: ws.Sn
         raise
     ws.restore(root, before, ws.changes(before, before.again()))
     preimages.discard(ctx)
-    explained = ctx.result_of(StepName.ANALYZE).get("analysis", {}).get("explanation")
-    raise StepFailed(
-        f"{explained or 'no known failure'}; nothing was changed "
-        f"(no patch derived; tried: {', '.join(tried)})",
-        rollback=False,
-    )
+    raise StepFailed(no_change_message(ctx, tried), rollback=False)
 
 
 def patch(ctx: StepContext) -> StepResult:
@@ -125,7 +127,7 @@ def patch(ctx: StepContext) -> StepResult:
         preimages.settle(ctx, before, [c.path for c in changed])
     elif extra := [c.path for c in changed if c.path not in recorded]:
         preimages.save(ctx, before, sorted(recorded | set(extra)))
-    diff = ws.unified_diff(root, before, changed)
+    diff = diff_header(ctx.notes) + ws.unified_diff(root, before, changed)
     if (reason := secret_guard.refusal(diff, ctx.redactor)) is not None:  # e.g. an agent's
         ws.restore(root, before, changed)
         preimages.discard(ctx)
@@ -137,6 +139,11 @@ def patch(ctx: StepContext) -> StepResult:
         for c in changed
     ]
     return StepResult(
-        f"{used}: changed {', '.join(c.path for c in changed)}",
-        {"source": used, "files": files, "diff_sha256": hashlib.sha256(diff.encode()).hexdigest()},
+        f"{used}: {summary(ctx.notes)}changed {', '.join(c.path for c in changed)}",
+        {
+            "source": used,
+            "files": files,
+            "diff_sha256": hashlib.sha256(diff.encode()).hexdigest(),
+            **ctx.notes,
+        },
     )
