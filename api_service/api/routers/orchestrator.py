@@ -9,9 +9,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session
 
+from api_service.api.artifact_download import artifact_response
 from api_service.api.auth import Approver, Operator, Viewer
 from api_service.api.deps import DatabaseDep, SessionDep, SettingsDep
 from api_service.db.models import RunArtifact
@@ -123,9 +124,14 @@ def _artifact_row(session: Session, run_id: uuid.UUID, artifact_id: str) -> RunA
 
 @router.get("/runs/{run_id}/artifacts/{artifact_id}", responses=_ERRORS)
 def download_artifact(
-    run_id: uuid.UUID, artifact_id: str, session: SessionDep, settings: SettingsDep, _: Viewer
-) -> FileResponse:
-    """The file is located through its row, never through a client-supplied path."""
+    run_id: uuid.UUID,
+    artifact_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: Viewer,
+) -> Response:
+    """The file is located through its row, never through a client-supplied path; a
+    pre-image is redacted unless the caller is an admin."""
     artifact = _artifact_row(session, run_id, artifact_id)
     try:
         path = ArtifactStore(settings.artifact_root_path).resolve(run_id, artifact.path)
@@ -133,12 +139,7 @@ def download_artifact(
         raise ArtifactNotFound("artifact path is not valid") from None
     if not path.is_file():
         raise ArtifactMissing(f"{artifact.path} is recorded but not on disk")
-    return FileResponse(
-        path,
-        media_type=artifact.content_type,
-        filename=path.name,
-        headers={"X-Checksum-SHA256": artifact.checksum},
-    )
+    return artifact_response(path, artifact, principal)
 
 
 EVENT_POLL_SECONDS = 0.5
