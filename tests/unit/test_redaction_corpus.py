@@ -146,8 +146,9 @@ def _collector(heard: list[str]) -> Callable[[str, str], None]:
     return lambda step, line: heard.append(line)
 
 
-def test_chunks_split_anywhere_in_a_log_written_by_a_step(tmp_path: Path) -> None:
-    """A step's log may get a chunk of several lines or one line at a time: same result."""
+def test_chunks_of_lines_in_a_log_written_by_a_step(tmp_path: Path) -> None:
+    """A step's log may get a chunk of several lines or one line at a time (the adapters
+    cut process output at line ends): the same blocks come out either way."""
     text = "\n".join(["building", *_pem(*PEM_FLAVOURS[5]), *_service_account(), "built"])
     for size in (1, 7, 64, len(text)):
         ctx = make_context(tmp_path / str(size), redactor=PLAIN)
@@ -156,7 +157,7 @@ def test_chunks_split_anywhere_in_a_log_written_by_a_step(tmp_path: Path) -> Non
         pieces = [text[i : i + size] for i in range(0, len(text), size)]
         with ctx.log(StepName.BUILD, "build.log", type=ArtifactType.BUILD_LOG) as out:
             buffered = ""
-            for piece in pieces:  # the adapters hand over whole lines; regroup the pieces
+            for piece in pieces:  # cut anywhere, then handed over at line ends
                 buffered += piece
                 *complete, buffered = buffered.split("\n")
                 if complete:
