@@ -84,10 +84,10 @@ class StreamRedactor:
         return None
 
     def _outside(self, text: str) -> str:
-        begin = PRIVATE_KEY_BEGIN.search(text)
+        begin = PRIVATE_KEY_BEGIN.search(text) if "BEGIN" in text else None
         if begin is not None and PRIVATE_KEY_END.search(text, begin.end()) is None:
             return self._open(_PEM, text, begin.start())
-        start = SERVICE_ACCOUNT_START.search(text)
+        start = SERVICE_ACCOUNT_START.search(text) if '"' in text else None
         if start is not None and _JSON_END.search(text, start.end()) is None:
             brace = text.rfind("{", 0, start.start())
             return self._open(_JSON, text, brace if brace >= 0 else start.start())

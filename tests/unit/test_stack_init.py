@@ -7,6 +7,7 @@ import tomllib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -144,7 +145,7 @@ def test_init_writes_one_section_per_service(stack: Path) -> None:
     assert text.count("image only (moonmind/busybox:1), cannot be patched") == 2
     assert tomllib.loads(text)["orchestrator"]["compose_file"] == "docker-compose.yaml"
     # The sections are valid overrides for the profiles the orchestrator builds.
-    model = {"services": {name: {} for name in services}}
+    model: dict[str, Any] = {"services": {name: {} for name in services}}
     load_profiles(model, workspace=stack, overrides=services)
 
 
@@ -183,3 +184,13 @@ def test_gitignore_gets_the_state_folder_once(tmp_path: Path) -> None:
     assert (tmp_path / ".gitignore").read_text() == "node_modules/\nvar/\n"
     (tmp_path / ".gitignore").write_text("# var\n/var\n")
     assert ignore_state_folder(tmp_path) is False
+
+
+def test_init_reads_the_yaml_itself_without_a_compose_cli(
+    stack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_COMPOSE_COMMAND", str(stack / "no-such-compose"))
+    run_init(stack, None, force=False, probe=False)
+    services = _config(stack)
+    assert services["api"]["allow"] == ["api/Dockerfile", "api/requirements*.txt"]
+    assert services["worker"]["health_url"] == "http://127.0.0.1:18312/health"
