@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -185,20 +186,30 @@ def sweep_once(db: Database, settings: Settings) -> int:
 
 
 class SweeperThread(threading.Thread):
-    """Runs inside a worker: every `interval_s`, re-deliver what dead workers left behind."""
+    """Runs inside a worker: every `interval_s`, re-deliver what dead workers left behind.
 
-    def __init__(self, sweep: Callable[[], object], interval_s: float) -> None:
+    After a sweep fails (the database is unreachable, so no heartbeat could be written
+    either), the next ``grace_s`` pass without sweeping: every run would look stale."""
+
+    def __init__(
+        self, sweep: Callable[[], object], interval_s: float, grace_s: float = 0.0
+    ) -> None:
         super().__init__(name="orchestrator-sweeper", daemon=True)
         self._sweep = sweep
         self._interval_s = interval_s
+        self._grace_s = grace_s
+        self._blind_until = 0.0
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.wait(self._interval_s):
+            if time.monotonic() < self._blind_until:
+                continue
             try:
                 self._sweep()
             except Exception:  # the next round tries again
                 log.exception("sweep failed")
+                self._blind_until = time.monotonic() + self._grace_s
 
     def stop(self) -> None:
         self._stop_event.set()

@@ -11,14 +11,15 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from celery import Task
 from celery.signals import worker_ready
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from api_service.db.base import Database, get_database
 from moonmind.config import Settings, get_settings
@@ -39,6 +40,8 @@ log = logging.getLogger("moonmind.orchestrator")
 
 WAIT_SECONDS = 3.0  # how soon a step waiting for its service's lock is delivered again
 CANCEL_POLL_SECONDS = 1.0  # how soon a running step notices that its run was cancelled
+DATABASE_RETRY_SECONDS = 900.0  # how long a step waits for its database to come back
+T = TypeVar("T")
 
 app = producer(get_settings())
 
@@ -121,6 +124,22 @@ def _owner_gone(db: Database, run_id: uuid.UUID, seen: datetime, every_s: float)
     return True
 
 
+def _until_database(what: str, call: Callable[[], T]) -> T:
+    """Run one transaction, again and again while the database cannot be reached: an
+    outage only delays a step (its outcome is recorded when the database is back)."""
+    delay = 0.25
+    deadline = time.monotonic() + DATABASE_RETRY_SECONDS
+    while True:
+        try:
+            return call()
+        except (OperationalError, InterfaceError) as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("database unreachable (%s: %s); retrying", what, type(exc).__name__)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
 Taken = transitions.Started | transitions.Waiting | transitions.AlreadyDone | None
 
 
@@ -143,7 +162,7 @@ def _claim(
 def execute_step(step: StepName, run_id: uuid.UUID, task_id: str | None) -> None:
     settings = get_settings()
     db = _database()
-    claimed = _claim(db, settings, step, run_id, task_id)
+    claimed = _until_database("claim", lambda: _claim(db, settings, step, run_id, task_id))
     if isinstance(claimed, transitions.AlreadyDone):
         lost = transitions.queued_next(db, run_id, claimed.next_step)
         if lost is not None:
@@ -159,7 +178,10 @@ def execute_step(step: StepName, run_id: uuid.UUID, task_id: str | None) -> None
     began = time.monotonic()
     outcome = _run_step(step, claimed, settings.heartbeat_seconds)
     duration = time.monotonic() - began
-    after = transitions.record(db, _metrics(), claimed, outcome, duration)
+    started = claimed
+    after = _until_database(
+        "record", lambda: transitions.record(db, _metrics(), started, outcome, duration)
+    )
     if after.queued is not None:  # the next step goes out right after the commit
         enqueue(settings, after.queued)
     log_event(
@@ -198,7 +220,9 @@ STEP_TASKS = {step: _register(step) for step in StepName}
 def _start_sweeper(**_: Any) -> None:
     settings = get_settings()
     SweeperThread(
-        lambda: sweep_once(_database(), settings), settings.sweep_interval_seconds
+        lambda: sweep_once(_database(), settings),
+        settings.sweep_interval_seconds,
+        grace_s=settings.stale_after_seconds,
     ).start()
     start_dispatcher(_database, settings)  # webhook deliveries, off the steps' path
     if settings.prune_older_than is not None:  # retention, every prune_interval
