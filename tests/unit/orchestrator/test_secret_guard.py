@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,27 @@ def test_the_patch_step_refuses_before_writing(tmp_path: Path) -> None:
     assert not (run_dir / "pre-images").exists()  # refused before the pre-images, too
     assert not (run_dir / "patch.diff").exists()
     assert ctx.result_of(StepName.ANALYZE) == {}
+
+
+def test_an_agents_edit_adding_a_secret_is_undone(tmp_path: Path) -> None:
+    """An agent writes by itself: its diff is read after it ends and the workspace restored."""
+    root = _workspace(tmp_path / "ws")
+    before = (root / "app" / "requirements.txt").read_bytes()
+    script = tmp_path / "agent.py"
+    script.write_text(
+        "import pathlib, sys\n"
+        "path = pathlib.Path(sys.argv[1]) / 'app' / 'requirements.txt'\n"
+        f"path.write_text(path.read_text() + 'requests\\n# {TOKEN}\\n')\n"
+    )
+    ctx = make_context(
+        root,
+        agent_template=f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} {{workspace}}",
+        parameters={StepName.PATCH: {"sources": ["agent"]}},
+        artifacts=tmp_path / "artifacts",
+    )
+    with pytest.raises(StepFailed) as failed:
+        patch(ctx)
+    assert "adds what looks like a secret to app/requirements.txt" in failed.value.message
+    assert TOKEN not in failed.value.message
+    assert (root / "app" / "requirements.txt").read_bytes() == before
+    assert not (ctx.store.run_dir(ctx.run_id) / "patch.diff").exists()
