@@ -31,6 +31,7 @@ from tests.integration.orchestrator.conftest import (
     bring_up,
     health_config,
     inspect_container,
+    tree_bytes,
 )
 from tests.support.stack import Stack
 
@@ -200,8 +201,10 @@ def test_artifact_folder_unwritable(
     fault_report: Callable[..., FaultRow],
     tmp_path: Path,
 ) -> None:
-    """The artifact root is a read-only bind of an empty folder: the run still fixes the
-    service, and its detail lists every file it could not keep."""
+    """The artifact root is a read-only bind of an empty folder: analyze goes on without its
+    log; the patch step refuses to write what it could not keep a pre-image of, so the
+    run ends `failed` with the reason, the workspace untouched, and its detail lists every
+    file it could not keep."""
     row = fault_report("artifact folder unwritable")
     row.runs = 1
     bring_up(broken_stack)
@@ -213,6 +216,7 @@ def test_artifact_folder_unwritable(
         worker_env={"ORCHESTRATOR_ARTIFACT_ROOT": str(artifacts), **FAST_WORKER},
         api_env={"ORCHESTRATOR_ARTIFACT_ROOT": str(artifacts)},
     )
+    before = tree_bytes(broken_stack.root)
     artifacts.chmod(0o555)  # root ignores modes: a read-only bind mount stops root too
     subprocess.run(["mount", "--bind", "-o", "ro", str(artifacts), str(artifacts)], check=True)
     try:
@@ -226,7 +230,13 @@ def test_artifact_folder_unwritable(
     finally:
         subprocess.run(["umount", str(artifacts)], check=False)
     row.ended = 1
-    assert detail["status"] == "succeeded", orchestrator.explain(detail)
+    after = tree_bytes(broken_stack.root)
+    row.bytes_lost = sum(len(v) for k, v in after.items() if before.get(k) != v)
+    assert detail["status"] == "failed", orchestrator.explain(detail)
+    steps = {s["name"]: s for s in detail["steps"]}
+    assert steps["analyze"]["status"] == "succeeded"
+    assert "cannot keep the pre-images" in steps["patch"]["message"], steps["patch"]
+    assert after == before
     missing = set(detail["missing_artifacts"])
-    assert {"analyze.log", "build.log", "restart.log", "verify.log"} <= missing, missing
+    assert {"analyze.log", "analysis.json", "pre-images/manifest.json"} <= missing, missing
     assert detail["artifacts"] == []

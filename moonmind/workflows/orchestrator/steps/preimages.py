@@ -108,7 +108,10 @@ def discard(ctx: StepContext) -> None:
 
 
 def save(ctx: StepContext, before: ws.Snapshot, paths: Iterable[str]) -> None:
+    """Keep the bytes and the manifest; if the artifact store cannot keep them, refuse:
+    nothing may be written that a rollback could not put back."""
     manifest = {}
+    lost: list[str] = []
     for path in paths:
         state = before.get(path)
         manifest[path] = {
@@ -118,16 +121,24 @@ def save(ctx: StepContext, before: ws.Snapshot, paths: Iterable[str]) -> None:
             "symlink_to": state.link_target if state.is_symlink else None,
         }
         if state.exists and state.data is not None:
-            ctx.save(
+            kept = ctx.save(
                 f"pre-images/{path}", state.data, type=ArtifactType.PRE_IMAGE, kind="pre_image"
             )
-    ctx.save(
+            lost += [] if kept else [path]
+    kept_manifest = ctx.save(
         MANIFEST,
         json.dumps(manifest, indent=2).encode(),
         type=ArtifactType.PRE_IMAGE,
         kind="pre_image_manifest",
         content_type="application/json",
     )
+    if lost or kept_manifest is None:
+        raise StepFailed(
+            "the artifact store cannot keep the pre-images "
+            f"({', '.join(lost) or MANIFEST}); nothing was changed: make "
+            "ORCHESTRATOR_ARTIFACT_ROOT writable and retry",
+            rollback=False,
+        )
 
 
 def manifest(ctx: StepContext) -> dict[str, dict[str, Any]]:
