@@ -22,6 +22,7 @@ from moonmind.workflows.orchestrator.enums import (
 )
 from moonmind.workflows.orchestrator.plan import Plan, context_of
 from moonmind.workflows.orchestrator.storage import ArtifactPathError, ArtifactStore
+from moonmind.workflows.orchestrator.webhooks import list_deliveries
 
 MAX_DIFF_BYTES = 512 * 1024
 RETRYABLE = (RunStatus.FAILED, RunStatus.ROLLED_BACK)
@@ -60,6 +61,7 @@ def row_of(run: RunSummary, now: datetime) -> dict[str, Any]:
         "queued_at": run.queued_at.isoformat(),
         "duration": human(_span(run.started_at, run.completed_at, now)),
         "approval": run.approval_status if run.approval_required else "",
+        "dry_run": run.dry_run,
     }
 
 
@@ -196,7 +198,9 @@ def run_page(
     run = repositories.get_run(session, run_id)
     if run is None:
         return None
-    detail = serializers.run_detail(run, repositories.list_artifacts(session, run_id))
+    detail = serializers.run_detail(
+        run, repositories.list_artifacts(session, run_id), None, list_deliveries(session, run_id)
+    )
     plan = Plan.of(run.action_plan)
     now = policies.utcnow()
     steps = [
@@ -223,5 +227,6 @@ def run_page(
         "approval": approval,
         "actions": actions_for(principal, run, detail, approval),
         "audit": audit.entries(run),
-        "dry_run": bool(getattr(run, "dry_run", False)),
+        "dry_run": detail.dry_run,
+        "webhooks": detail.webhook_deliveries,
     }

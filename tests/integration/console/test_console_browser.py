@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,12 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.integration.console.conftest import Launcher
-from tests.integration.orchestrator.conftest import Orchestrator, bring_up, health_config
+from tests.integration.orchestrator.conftest import (
+    TERMINAL,
+    Orchestrator,
+    bring_up,
+    health_config,
+)
 from tests.support.auth import ALICE, BOB, VIC, principals_toml
 from tests.support.stack import REPO_ROOT, Stack
 
@@ -35,19 +42,41 @@ SCREENSHOTS = REPO_ROOT / "var" / "screenshots"
 GREEN = "rgba(220, 252, 231, 1)"  # pre.diff .add in console.css
 
 
-def _protected(stack: Stack) -> str:
+def _protected(stack: Stack, hook_port: int) -> str:
     return (
         principals_toml(ALICE, BOB, VIC)
         + health_config(stack)
         + 'protected = true\napproval_requirement = "pre-verify"\n'
-        + 'approver_roles = ["sre"]\napproval_valid_minutes = 10\n'
+        + 'approver_roles = ["sre"]\napproval_valid_minutes = 10\n\n'
+        + f'[[orchestrator.webhooks]]\nurl = "http://127.0.0.1:{hook_port}/hook"\n'
+        + 'secret = "console-test-secret"\nevents = ["run.awaiting_approval"]\n'
     )
 
 
+class _Hook(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
-def orchestrator(console_stack: Stack, launch: Launcher) -> Orchestrator:
+def hook_port() -> Iterator[int]:
+    """A real local webhook receiver that answers 200."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def orchestrator(console_stack: Stack, launch: Launcher, hook_port: int) -> Orchestrator:
     bring_up(console_stack)
-    return launch(console_stack, _protected(console_stack), worker=True)
+    return launch(console_stack, _protected(console_stack, hook_port), worker=True)
 
 
 @pytest.fixture(scope="module")
@@ -139,12 +168,12 @@ def _watch_the_list(browser: WebDriver, orchestrator: Orchestrator) -> str:
     run_id = str(response.json()["run_id"])
     row = f"#run-{run_id}"
     _until(browser, "the new run's row", lambda: browser.find_elements(By.CSS_SELECTOR, row))
-    _until(
-        browser,
-        "the row reaches the gate",
-        lambda: _attr(browser, row, "data-status") == "awaiting_approval",
-        timeout=180,
-    )
+    deadline = time.monotonic() + 180
+    while _attr(browser, row, "data-status") != "awaiting_approval":
+        detail = _detail(orchestrator, run_id)
+        stuck = detail["status"] in TERMINAL or time.monotonic() > deadline
+        assert not stuck, f"row: {_text(browser, row)}\n{orchestrator.explain(detail)}"
+        time.sleep(0.3)
     assert browser.execute_script("return window.__kept;") == "no reload"
     assert "fix the missing dependency" in _text(browser, row)
     assert _text(browser, f"{row} td[data-label=Requester]") == "alice"
@@ -242,6 +271,9 @@ def _run_page_shows_everything(browser: WebDriver, orchestrator: Orchestrator, r
     shown = {row.text for row in browser.find_elements(By.CSS_SELECTOR, "#artifacts td.sha")}
     for artifact in _detail(orchestrator, run_id)["artifacts"]:
         assert artifact["checksum"] in shown
+    webhook = _text(browser, "#webhooks tbody tr")
+    assert "run.awaiting_approval" in webhook
+    assert "delivered (HTTP 200)" in webhook
     link = _attr(browser, "#artifacts a", "href")
     status = browser.execute_async_script(
         "const done = arguments[1]; fetch(arguments[0]).then(r => done(r.status));", link

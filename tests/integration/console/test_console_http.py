@@ -243,6 +243,15 @@ def test_the_new_run_form_submits_as_the_signed_in_operator(
         == 303
     )
     assert _detail(console, run_id)["status"] == "cancelled"
+    dry = alice.http.post(
+        "/runs",
+        data={"csrf_token": token, "service": "app", "instruction": "what?", "dry_run": "on"},
+    )
+    assert dry.status_code == 303, dry.text
+    dry_id = dry.headers["location"].removeprefix("/runs/")
+    assert _detail(console, dry_id)["dry_run"] is True
+    assert "dry run" in alice.page(dry.headers["location"]).text
+    alice.http.post(f"/runs/{dry_id}/cancel", data={"csrf_token": token})
 
 
 def test_open_mode_needs_no_sign_in_but_still_a_csrf_token(
