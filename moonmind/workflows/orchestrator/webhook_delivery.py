@@ -11,11 +11,11 @@ all; a 4xx answer other than 408 or 429 fails it at once. Steps never wait for a
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -153,18 +153,21 @@ def _record(db: Database, delivery_id: uuid.UUID, attempt: Attempt, give_up: boo
 
 
 class WebhookDispatcher(threading.Thread):
-    """Takes due deliveries every :data:`POLL_SECONDS` and posts them side by side."""
+    """Takes due deliveries every :data:`POLL_SECONDS` and hands them to :data:`SENDERS`
+    daemon threads (a receiver that hangs holds one sender, never the worker's exit)."""
 
     def __init__(self, database: Callable[[], Database], settings: Settings) -> None:
         super().__init__(name="orchestrator-webhooks", daemon=True)
         self._database = database
         self._settings = settings
         self._stop_event = threading.Event()
-        self._pool = ThreadPoolExecutor(SENDERS, thread_name_prefix="webhook")
-        self._busy = 0
+        self._queue: queue.Queue[uuid.UUID] = queue.Queue()
+        self._busy = 0  # taken and not yet recorded
         self._lock = threading.Lock()
 
     def run(self) -> None:
+        for number in range(SENDERS):
+            threading.Thread(target=self._sender, name=f"webhook-{number}", daemon=True).start()
         while not self._stop_event.wait(POLL_SECONDS):
             try:
                 self._round()
@@ -176,24 +179,24 @@ class WebhookDispatcher(threading.Thread):
             free = SENDERS - self._busy
         if free <= 0:
             return
-        db = self._database()
-        for delivery_id in take_due(db, free):
+        for delivery_id in take_due(self._database(), free):
             with self._lock:
                 self._busy += 1
-            self._pool.submit(self._send, db, delivery_id)
+            self._queue.put(delivery_id)
 
-    def _send(self, db: Database, delivery_id: uuid.UUID) -> None:
-        try:
-            deliver(db, self._settings, delivery_id)
-        except Exception:
-            log.exception("webhook delivery %s failed", delivery_id)
-        finally:
-            with self._lock:
-                self._busy -= 1
+    def _sender(self) -> None:
+        while True:
+            delivery_id = self._queue.get()
+            try:
+                deliver(self._database(), self._settings, delivery_id)
+            except Exception:
+                log.exception("webhook delivery %s failed", delivery_id)
+            finally:
+                with self._lock:
+                    self._busy -= 1
 
     def stop(self) -> None:
         self._stop_event.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def start_dispatcher(database: Callable[[], Database], settings: Settings) -> None:

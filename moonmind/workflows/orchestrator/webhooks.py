@@ -113,6 +113,7 @@ def payload(
         "status": str(values["status"].value),
         "requested_by": run.requested_by,
         "instruction": run.instruction,
+        "dry_run": bool(run.dry_run),  # a dry run changed nothing: its diff is only a plan
         "message": message if isinstance(message, str) else run.message,
         "links": {
             "run_page": f"{base}/runs/{run.id}",

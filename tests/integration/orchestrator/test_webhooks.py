@@ -201,3 +201,23 @@ def test_a_receiver_that_never_answers_does_not_hold_the_run(scenario: Scenario)
     assert delivery["status"] == "pending"  # to be tried again later
     assert "Timeout" in (delivery["last_error"] or ""), delivery
     assert datetime.fromisoformat(delivery["last_attempt_at"]) > run_end
+
+
+@pytest.mark.docker
+def test_a_cancel_made_through_the_api_is_posted_by_the_worker(scenario: Scenario) -> None:
+    """The API writes the event with the status change; the worker's thread sends it."""
+    orchestrator, good = scenario.orchestrator, scenario.good
+    created = orchestrator.post_run(instruction="fix it again", target_service="app")
+    assert created.status_code == 202, created.text
+    run_id = created.json()["run_id"]
+    _wait(orchestrator, run_id, lambda d: d["status"] == "awaiting_approval", "the gate")
+    cancelled = httpx.post(
+        f"{orchestrator.base_url}/orchestrator/runs/{run_id}/cancel",
+        headers=ALICE.headers,
+        timeout=30,
+    )
+    assert cancelled.status_code == 202, cancelled.text
+    found = [r for r in good.wait_for("run.cancelled") if r.json()["run_id"] == run_id]
+    assert len(found) == 1
+    assert found[0].signed_with(GOOD_SECRET)
+    assert found[0].json()["status"] == "cancelled"

@@ -148,7 +148,7 @@ def test_a_status_change_writes_one_delivery_per_interested_receiver(db: Databas
     assert body["event"] == "run.failed"
     assert body["delivery_id"] == str(row.id)
     assert (body["run_id"], body["service"], body["status"]) == (str(run.id), "api", "failed")
-    assert (body["requested_by"], body["message"]) == ("alice", "boom")
+    assert (body["requested_by"], body["message"], body["dry_run"]) == ("alice", "boom", False)
     assert body["links"] == {
         "run_page": f"https://moonmind.test/runs/{run.id}",
         "api": f"https://moonmind.test/orchestrator/runs/{run.id}",
