@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: venv demo test lint typecheck unit bench api worker up db-upgrade docker images image clean chromium screenshots
+.PHONY: venv demo test lint typecheck unit bench api worker up db-upgrade docker images image clean chromium screenshots faults
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -53,6 +53,16 @@ test: venv images chromium lint typecheck
 # The console's pages in real Chromium against a real fix run: var/screenshots/*.png
 screenshots: venv images chromium
 	$(BIN)/python -m pytest -q tests/integration/console/test_console_browser.py $(PYTEST_ARGS)
+
+# The fault matrix (tests/faults) FAULTS_N times each, with the long forms (a 30 s database
+# outage), then its table: fault, repetitions, runs ended, stuck, duplicated effects, bytes
+# lost. `make test` runs the same tests once (the quick form).
+FAULTS_N ?= 3
+faults: venv images
+	@mkdir -p var/faults && rm -f var/faults/results.jsonl
+	FAULTS_N=$(FAULTS_N) FAULTS_FULL=1 FAULTS_REPORT=var/faults/results.jsonl \
+		$(BIN)/python -m pytest -ra tests/faults $(PYTEST_ARGS); status=$$?; \
+	$(BIN)/python scripts/faults_table.py var/faults/results.jsonl; exit $$status
 
 unit: venv
 	$(BIN)/python -m pytest -ra tests/unit $(PYTEST_ARGS)
