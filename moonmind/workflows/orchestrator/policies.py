@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from api_service.db.models import ApprovalGate, OrchestratorRun
@@ -100,7 +101,9 @@ def approval_valid(run: OrchestratorRun, *, now: datetime, diff_sha256: str | No
     return True
 
 
-def approval_status(run: OrchestratorRun, gate_requirement: str | None, now: datetime) -> str:
+def approval_status(
+    run: OrchestratorRun | Row[Any], gate_requirement: str | None, now: datetime
+) -> str:
     if gate_requirement is None:
         return "not_required"
     if run.approval:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select, tuple_, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
 from api_service.db.models import (
@@ -32,8 +30,14 @@ from moonmind.workflows.orchestrator.enums import (
     StepName,
     TaskStateName,
 )
-from moonmind.workflows.orchestrator.errors import InvalidCursor
 from moonmind.workflows.orchestrator.plan import Plan, PlanStep, ServiceContext, context_of
+from moonmind.workflows.orchestrator.run_list import CURSOR_LENGTH as CURSOR_LENGTH
+from moonmind.workflows.orchestrator.run_list import CURSOR_PATTERN as CURSOR_PATTERN
+from moonmind.workflows.orchestrator.run_list import RunPage as RunPage
+from moonmind.workflows.orchestrator.run_list import decode_cursor as decode_cursor
+from moonmind.workflows.orchestrator.run_list import encode_cursor as encode_cursor
+from moonmind.workflows.orchestrator.run_list import list_runs as list_runs
+from moonmind.workflows.orchestrator.run_list import list_runs_statement as list_runs_statement
 from moonmind.workflows.orchestrator.storage import StoredArtifact
 
 
@@ -103,78 +107,6 @@ def get_run(
     if for_update and session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(of=OrchestratorRun)
     return session.scalars(stmt).unique().one_or_none()
-
-
-@dataclass(frozen=True)
-class RunPage:
-    runs: list[OrchestratorRun]
-    next_cursor: str | None
-
-
-# A cursor is the (queued_at, id) of the last run of a page: queued_at as 16 digits of
-# microseconds since the epoch, then the run id's 32 hex digits. Every string of this
-# pattern is a cursor the server accepts, so the API's schema says exactly what it takes.
-CURSOR_PATTERN = r"^[0-9]{16}-[0-9a-f]{32}$"
-CURSOR_LENGTH = 49
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def encode_cursor(run: OrchestratorRun) -> str:
-    queued = as_utc(run.queued_at)
-    assert queued is not None
-    return f"{(queued - _EPOCH) // _MICROSECOND:016d}-{run.id.hex}"
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    """The (queued_at, id) a cursor points after; InvalidCursor for anything else."""
-    if not re.fullmatch(CURSOR_PATTERN, cursor):
-        raise InvalidCursor("cursor is not one this server issued")
-    micros, run_hex = cursor.split("-")
-    return _EPOCH + int(micros) * _MICROSECOND, uuid.UUID(hex=run_hex)
-
-
-def list_runs_statement(
-    *,
-    status: RunStatus | None = None,
-    service: str | None = None,
-    limit: int = 20,
-    cursor: str | None = None,
-    sqlite: bool = False,
-) -> Select[OrchestratorRun]:
-    """One page: ``limit + 1`` rows after ``cursor``, newest first; each filter has an
-    index ending in (queued_at, id) and the summary needs no plan: one index range scan."""
-    stmt = select(OrchestratorRun).options(lazyload(OrchestratorRun.action_plan))
-    if status is not None:
-        stmt = stmt.where(OrchestratorRun.status == status)
-    if service is not None:
-        stmt = stmt.where(OrchestratorRun.target_service == service)
-    if cursor:
-        queued, run_id = decode_cursor(cursor)
-        if sqlite:
-            queued = queued.astimezone(UTC).replace(tzinfo=None)
-        stmt = stmt.where(tuple_(OrchestratorRun.queued_at, OrchestratorRun.id) < (queued, run_id))
-    order = (OrchestratorRun.queued_at.desc(), OrchestratorRun.id.desc())
-    return stmt.order_by(*order).limit(limit + 1)
-
-
-def list_runs(
-    session: Session,
-    *,
-    status: RunStatus | None = None,
-    service: str | None = None,
-    limit: int = 20,
-    cursor: str | None = None,
-) -> RunPage:
-    """Newest first, keyset-paginated on (queued_at, id) so new arrivals never shift a page."""
-    sqlite = session.get_bind().dialect.name == "sqlite"
-    stmt = list_runs_statement(
-        status=status, service=service, limit=limit, cursor=cursor, sqlite=sqlite
-    )
-    rows = list(session.scalars(stmt))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return RunPage(runs=rows, next_cursor=encode_cursor(rows[-1]) if more and rows else None)
 
 
 def approval_gate_row(session: Session, service: str) -> ApprovalGate:

@@ -6,6 +6,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Row
+
 from api_service.db.models import OrchestratorRun, RunArtifact, TaskState, WebhookDelivery
 from moonmind.schemas.workflow_models import (
     ActionPlanModel,
@@ -25,11 +27,12 @@ from moonmind.workflows.orchestrator.plan import Plan
 from moonmind.workflows.orchestrator.repositories import as_utc
 
 
-def run_summary(run: OrchestratorRun) -> RunSummary:
+def run_summary(run: OrchestratorRun | Row[Any]) -> RunSummary:
+    """From a run or a list page's row (the same names)."""
     return RunSummary(**_summary_fields(run))
 
 
-def _summary_fields(run: OrchestratorRun) -> dict[str, Any]:
+def _summary_fields(run: OrchestratorRun | Row[Any]) -> dict[str, Any]:
     queued_at = as_utc(run.queued_at)
     assert queued_at is not None
     requirement = run.approval_requirement  # on the row: a list page decodes no plan

@@ -25,6 +25,7 @@ from api_service.main import create_app
 from moonmind.config import load_settings
 from moonmind.workflows.orchestrator import repositories
 from moonmind.workflows.orchestrator.enums import RunStatus
+from moonmind.workflows.orchestrator.errors import InvalidCursor
 from tests.support.factories import create_run
 
 T0 = datetime(2024, 6, 1, 8, 0, tzinfo=UTC)
@@ -227,7 +228,7 @@ class TestCursorPagination:
         ],
     )
     def test_invalid_cursor_raises(self, session: Session, service: str, cursor: str) -> None:
-        with pytest.raises(repositories.InvalidCursor):
+        with pytest.raises(InvalidCursor):
             repositories.list_runs(session, service=service, cursor=cursor)
 
     def test_every_cursor_of_the_pattern_is_accepted(self, session: Session, service: str) -> None:
