@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from moonmind import auth, prune_cli, stack_init
+from moonmind.cli_api import default_api
 from moonmind.cli_runs import add_parser as add_runs_parser
 from moonmind.config import Settings, SettingsError, load_settings
 from moonmind.follow import follow_run
@@ -193,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit = orch.add_parser("submit", help="ask a running API to fix a service")
     submit.add_argument("instruction", help='what is wrong, e.g. "fix the missing dependency"')
     submit.add_argument("--service", required=True, help="compose service to repair")
-    submit.add_argument("--api", default="http://127.0.0.1:8000")
+    submit.add_argument("--api", default=default_api(), help="API base URL (env MOONMIND_API)")
     submit.add_argument("--priority", choices=("normal", "high"), default="normal")
     submit.add_argument("--patch-file", help="a unified diff to apply instead of deriving one")
     submit.add_argument(
@@ -206,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     diagnose = orch.add_parser("diagnose", help="explain why a service fails; change nothing")
     diagnose.add_argument("service", help="compose service to diagnose")
-    diagnose.add_argument("--api", default="http://127.0.0.1:8000")
+    diagnose.add_argument("--api", default=default_api(), help="API base URL (env MOONMIND_API)")
     diagnose.add_argument("--priority", choices=("normal", "high"), default="normal")
     diagnose.add_argument("--logs", action="store_true", help="print log lines too")
     diagnose.set_defaults(func=cmd_diagnose)

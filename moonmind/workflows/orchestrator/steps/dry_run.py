@@ -20,7 +20,7 @@ from typing import Any
 
 from moonmind.workflows.orchestrator.enums import ArtifactType, StepName
 from moonmind.workflows.orchestrator.paths import GIT_DIR
-from moonmind.workflows.orchestrator.plan import PatchParameters
+from moonmind.workflows.orchestrator.plan import PatchParameters, ServiceContext
 from moonmind.workflows.orchestrator.steps.context import StepContext, StepFailed, StepResult
 from moonmind.workflows.orchestrator.steps.patch import patch
 
@@ -57,6 +57,17 @@ def copy_workspace(root: Path, scratch: Path, *, skip_top: tuple[str, ...] = ())
                 shutil.copy2(source, target_dir / name, follow_symlinks=False)
 
 
+def _scratch_service(ctx: StepContext, scratch: Path) -> ServiceContext:
+    """The run's target with the workspace (and a compose file inside it) in the copy, so
+    the patch step's checks name the same never-patchable files there."""
+    compose = Path(ctx.service.compose_file)
+    try:
+        compose = scratch / compose.resolve().relative_to(ctx.workspace.resolve())
+    except ValueError:
+        pass  # a compose file outside the workspace is never written anyway
+    return ctx.service.model_copy(update={"workspace": str(scratch), "compose_file": str(compose)})
+
+
 def _real_run_steps(ctx: StepContext) -> list[dict[str, Any]]:
     """What a real run of this service would do after the patch (the same argv)."""
     compose = ctx.service.compose()
@@ -86,7 +97,7 @@ def dry_patch(ctx: StepContext) -> StepResult:
             copy_workspace(ctx.workspace, scratch, skip_top=(state,) if state else ())
         except OSError as exc:
             raise StepFailed(f"dry run: cannot copy the workspace: {exc}", rollback=False) from None
-        service = ctx.service.model_copy(update={"workspace": str(scratch)})
+        service = _scratch_service(ctx, scratch)
         try:
             outcome = patch(dataclasses.replace(ctx, service=service))
         except StepFailed as failed:
