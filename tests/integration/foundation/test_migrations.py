@@ -17,6 +17,7 @@ TABLES = {
     "orchestrator_run_artifacts",
     "approval_gates",
     "spec_workflow_task_states",
+    "orchestrator_webhook_deliveries",
 }
 
 
