@@ -138,33 +138,21 @@ def _files(root: Path) -> dict[str, str]:
     return found
 
 
+def _docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
+
+
 def _docker_state(stack: Stack) -> dict[str, str]:
-    """The stack's image ids (by tag) and container ids with their start time."""
-    images = subprocess.run(
-        ["docker", "images", "-a", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
+    """The stack's image ids (by tag) and container ids with their image and start time."""
+    images = _docker("images", "-a", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}")
     # Tags naming the project (another test's `docker rmi -f <id>` of an identical build
     # can untag ours, so the containers' own image ids below are the firm measure).
-    state = {line.split()[0]: line.split()[1] for line in images if stack.project in line}
-    ids = subprocess.run(
-        ["docker", "ps", "-a", "-q", "--no-trunc", "--filter"]
-        + [f"label=com.docker.compose.project={stack.project}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    state = {ln.split()[0]: ln.split()[1] for ln in images.splitlines() if stack.project in ln}
+    label = f"label=com.docker.compose.project={stack.project}"
+    ids = _docker("ps", "-a", "-q", "--no-trunc", "--filter", label).split()
+    assert len(ids) == 2, ids  # app and sibling
     for cid in ids:
-        started = subprocess.run(
-            ["docker", "inspect", "-f", "{{.Name}} {{.Image}} {{.State.StartedAt}}", cid],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        state[f"container {cid}"] = started
-    assert len(ids) == 2, state  # app and sibling
+        state[cid] = _docker("inspect", "-f", "{{.Name}} {{.Image}} {{.State.StartedAt}}", cid)
     return state
 
 
