@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from moonmind.workflows.orchestrator.steps.pins import installed_version
 from tests.integration.orchestrator.conftest import (
     TERMINAL,
     Orchestrator,
@@ -288,3 +289,24 @@ def test_a_planted_module_name_is_not_installed(stack: Stack, orchestrator: Orch
     assert detail["status"] == "failed", orchestrator.explain(detail)
     assert _step(detail, "build")["status"] == "skipped"
     assert requirements.read_text() == "# nothing yet\n"
+
+
+def test_the_installed_version_is_read_from_the_image(tmp_path: Path) -> None:
+    """The read-back behind the pin, on real images: Node's node_modules, Python's metadata."""
+    (tmp_path / "node_modules" / "left-pad").mkdir(parents=True)
+    (tmp_path / "node_modules" / "left-pad" / "package.json").write_text('{"version": "1.3.0"}')
+    (tmp_path / "Dockerfile").write_text(
+        "FROM moonmind/node-base:bookworm\nWORKDIR /app\nCOPY node_modules node_modules\n"
+    )
+    ref = f"moonmind-test/nodepin-{uuid.uuid4().hex[:8]}:1"
+    built = _docker("build", "-q", "-t", ref, str(tmp_path))
+    assert built.returncode == 0, built.stderr
+    try:
+        assert installed_version(ref, "node", "left-pad") == ("1.3.0", "")
+        version, why = installed_version(ref, "node", "express")
+        assert version is None
+        assert "Cannot find module" in why
+        pip = _docker("run", "--rm", ref, "python3", "-m", "pip", "--version").stdout.split()[1]
+        assert installed_version(ref, "python", "pip") == (pip, "")
+    finally:
+        _docker("rmi", "-f", ref)

@@ -48,7 +48,8 @@ def installed_version(image: str, ecosystem: str, package: str) -> tuple[str | N
         lines = outcome.output.strip().splitlines()
         if outcome.exit_code == 0 and lines and _VERSION.match(lines[-1].strip()):
             return lines[-1].strip(), ""
-        why = (lines[-1] if lines else f"exit {outcome.exit_code}")[:200]
+        said = [line.strip() for line in lines if "rror" in line] or lines[-1:]
+        why = (said[-1] if said else f"exit {outcome.exit_code}")[:200]
     return None, why
 
 
