@@ -65,9 +65,10 @@ def emit(session: Session, run_id: uuid.UUID, values: Mapping[str, Any], result:
     ``values`` are the columns the transition wrote (its status, message, times) and
     ``result`` is its compare-and-set UPDATE's result: no row changed, no event."""
     moved = bool(getattr(result, "rowcount", 0))
-    event = EVENT_OF_STATUS.get(values.get("status")) if moved else None  # type: ignore[arg-type]
-    receivers = _receivers(event) if event else []
-    if not receivers or event is None:
+    status = values.get("status")
+    event = EVENT_OF_STATUS.get(status) if moved and isinstance(status, RunStatus) else None
+    receivers = _receivers(event) if event is not None else []
+    if event is None or not receivers:
         return moved
     run = session.get(OrchestratorRun, run_id)
     if run is None:

@@ -16,14 +16,15 @@ from sqlalchemy import select
 from api_service.db.base import Database, get_database
 from api_service.db.migrate import upgrade
 from api_service.db.models import WebhookDelivery
-from moonmind.config import SettingsError, get_settings, load_settings
+from moonmind.config import Settings, SettingsError, get_settings, load_settings
 from moonmind.utils.durations import parse_duration
-from moonmind.webhook_settings import display_url
+from moonmind.webhook_settings import WebhookConfig, display_url
 from moonmind.workflows.orchestrator import repositories as repo
 from moonmind.workflows.orchestrator import webhooks
 from moonmind.workflows.orchestrator.enums import RunStatus
-from moonmind.workflows.orchestrator.webhook_delivery import Attempt, backoff
+from moonmind.workflows.orchestrator.webhook_delivery import Attempt, backoff, deliver, take_due
 from tests.support.factories import create_run
+from tests.support.webhooks import Receiver
 
 SECRET = "s3cret-for-the-receiver-0042"
 
@@ -168,3 +169,53 @@ def test_no_delivery_for_an_unwanted_event_or_a_lost_compare_and_set(db: Databas
         )
     assert _deliveries(db, done.id) == []  # the receiver only asked for failures
     assert _deliveries(db, ended.id) == []  # the run did not move: no event
+
+
+def _failed_run_with_delivery(db: Database, url: str | None = None) -> WebhookDelivery:
+    """A run that just failed, its delivery pointed at ``url`` (a receiver of this test)."""
+    with db.session() as session:
+        run = create_run(session, status=RunStatus.RUNNING, service="api")
+        repo.transition_run(session, run.id, expected=[RunStatus.RUNNING], new=RunStatus.FAILED)
+        (row,) = session.scalars(select(WebhookDelivery).where(WebhookDelivery.run_id == run.id))
+        row.url = url or row.url
+    return row
+
+
+def _settings_for(url: str) -> Settings:
+    return Settings(webhooks=(WebhookConfig.model_validate({"url": url, "secret": SECRET}),))
+
+
+def test_a_due_delivery_is_leased_to_one_taker(db: Database) -> None:
+    row = _failed_run_with_delivery(db)
+    assert take_due(db, 10) == [row.id]
+    assert take_due(db, 10) == []  # leased: nobody else sends the same attempt
+
+
+def test_attempts_are_recorded_retried_with_backoff_or_ended(db: Database) -> None:
+    flaky, refusing = Receiver(script=[503]), Receiver(script=[404])
+    try:
+        row = _failed_run_with_delivery(db, flaky.url)
+        assert not deliver(db, _settings_for(flaky.url), row.id).delivered
+        (after,) = _deliveries(db, row.run_id)
+        assert (after.status, after.attempts, after.response_status) == ("pending", 1, 503)
+        due, tried = repo.as_utc(after.next_attempt_at), repo.as_utc(after.last_attempt_at)
+        assert due is not None
+        assert tried is not None
+        assert 0.9 <= (due - tried).total_seconds() <= 1.1  # the first backoff
+        (received,) = flaky.received
+        assert received.signed_with(SECRET)
+        assert received.body == row.body.encode()
+
+        refused = _failed_run_with_delivery(db, refusing.url)
+        deliver(db, _settings_for(refusing.url), refused.id)
+        (after,) = _deliveries(db, refused.run_id)
+        assert (after.status, after.attempts, after.last_error) == ("failed", 1, "HTTP 404")
+
+        unknown = _failed_run_with_delivery(db, flaky.url + "/other")
+        deliver(db, _settings_for(flaky.url), unknown.id)
+        (after,) = _deliveries(db, unknown.run_id)
+        assert after.status == "failed"
+        assert "no [[orchestrator.webhooks]] entry" in (after.last_error or "")
+    finally:
+        flaky.close()
+        refusing.close()
