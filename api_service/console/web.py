@@ -119,6 +119,10 @@ def guard(request: Request, settings: Settings) -> ConsoleSession | Response:
     found = sessions.current(request, settings)
     if found is None:
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if request.headers.get("sec-fetch-site") == "cross-site":
+            # A link from elsewhere (a chat message, a webhook's run_page): the browser
+            # withheld the SameSite=Strict cookie. Ask again from this origin, where it sends it.
+            return render(request, "bounce.html", {"target": path}, None)
         return redirect("/signin?" + urlencode({"next": path}))
     if not found.principal.has_role("viewer"):
         return error_page(request, found, 403, f"{found.principal.id} lacks the viewer role")

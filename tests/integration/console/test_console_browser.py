@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -114,6 +115,14 @@ def _attr(browser: WebDriver, css: str, name: str) -> str:
     return str(browser.find_element(By.CSS_SELECTOR, css).get_attribute(name) or "")
 
 
+def _attr_now(browser: WebDriver, css: str, name: str) -> str:
+    """_attr, or "" while the element is being replaced (the list swaps its rows)."""
+    try:
+        return _attr(browser, css, name)
+    except WebDriverException:
+        return ""
+
+
 def _screenshot(
     browser: WebDriver, name: str, width: int = 1280, height: int | None = None
 ) -> Path:
@@ -169,7 +178,7 @@ def _watch_the_list(browser: WebDriver, orchestrator: Orchestrator) -> str:
     row = f"#run-{run_id}"
     _until(browser, "the new run's row", lambda: browser.find_elements(By.CSS_SELECTOR, row))
     deadline = time.monotonic() + 180
-    while _attr(browser, row, "data-status") != "awaiting_approval":
+    while _attr_now(browser, row, "data-status") != "awaiting_approval":
         detail = _detail(orchestrator, run_id)
         stuck = detail["status"] in TERMINAL or time.monotonic() > deadline
         assert not stuck, f"row: {_text(browser, row)}\n{orchestrator.explain(detail)}"
@@ -239,10 +248,10 @@ def _steps_move_live(browser: WebDriver, orchestrator: Orchestrator, run_id: str
     while time.monotonic() < deadline and "succeeded" not in rows_seen:
         browser.switch_to.window(run_window)
         if _kept(browser):
-            build_seen.add(_attr(browser, "#step-build", "data-status"))
+            build_seen.add(_attr_now(browser, "#step-build", "data-status"))
         browser.switch_to.window(lw)
         if _kept(browser):
-            rows_seen.add(_attr(browser, f"#run-{run_id}", "data-status"))
+            rows_seen.add(_attr_now(browser, f"#run-{run_id}", "data-status"))
         time.sleep(0.2)
     detail = _detail(orchestrator, run_id)
     assert detail["status"] == "succeeded", orchestrator.explain(detail)
@@ -296,6 +305,12 @@ def test_console_follows_gates_and_approves_a_real_fix_run(
     _run_page_shows_everything(browser, orchestrator, run_id)
     _screenshot(browser, "console-run.png")
     _screenshot(browser, "console-run-top.png", height=1700)  # the README's picture
+
+    # A link from another site (a chat message, a webhook's run_page) still lands signed in.
+    browser.get(f"data:text/html,<a id='go' href='{base}/runs/{run_id}'>run</a>")
+    browser.find_element(By.ID, "go").click()
+    _until(browser, "followed the link", lambda: _text(browser, "#principal") == "bob")
+    assert browser.current_url == f"{base}/runs/{run_id}"
 
     browser.set_window_size(390, 844)  # a phone: nothing wider than the screen
     overflow = browser.execute_script(

@@ -124,6 +124,20 @@ def test_token_in_the_url_signs_in_and_is_dropped_from_it(
     assert set_cookie_headers(refused, COOKIE) == []
 
 
+def test_a_link_from_another_site_is_asked_again_from_this_origin(
+    console: Orchestrator, console_client: Clients
+) -> None:
+    """A cross-site navigation arrives without the SameSite=Strict cookie: the console
+    answers a same-origin refresh of the same URL instead of a sign-in redirect."""
+    client = console_client(console.base_url)
+    cross = client.http.get("/?status=running", headers={"sec-fetch-site": "cross-site"})
+    assert cross.status_code == 200
+    assert '<meta http-equiv="refresh" content="0;url=/?status=running">' in cross.text
+    same = client.http.get("/?status=running", headers={"sec-fetch-site": "same-origin"})
+    assert same.status_code == 303
+    assert same.headers["location"].startswith("/signin?")
+
+
 def test_sign_out_needs_the_csrf_token_and_ends_the_session(
     console: Orchestrator, console_client: Clients
 ) -> None:
