@@ -284,3 +284,26 @@ def test_the_agent_runs_in_the_minimal_environment(
     for hidden in ("MOONMIND_DATABASE_URL", "DOCKER_HOST", "MOONMIND_CONFIG"):
         assert hidden not in seen
     assert os.environ["AGENT_VISIBLE"] == "yes"
+
+
+EDIT_THEN_HANG = """\
+import sys, time
+from pathlib import Path
+ws = Path(sys.argv[1])
+with open(ws / "app" / "Dockerfile", "a") as fh:
+    fh.write("ENV HALF=done\\n")
+(ws / "app" / "requirements-dev.txt").write_text("pytest\\n")
+print("edited", flush=True)
+time.sleep(60)
+"""
+
+
+def test_an_agent_that_times_out_fails_the_step_and_changes_nothing(ws: Path) -> None:
+    before = tree_digest(ws)
+    ctx = _agent_ctx(ws, EDIT_THEN_HANG)
+    ctx.agent_timeout_s = 1.0
+    with pytest.raises(StepFailed, match="timed out after 1s; its edits were undone"):
+        patch(ctx)
+    after = {k: v for k, v in tree_digest(ws).items() if not k.startswith("var/art/")}
+    assert after == before
+    assert "edited" in (ctx.store.run_dir(ctx.run_id) / "agent.log").read_text()
