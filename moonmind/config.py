@@ -199,7 +199,7 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("STATSD_PREFIX", "statsd_prefix"),
     )
     api_max_body_bytes: int = Field(  # larger request bodies are answered 413, never read
-        default=8 * 1024 * 1024,
+        default=16 * 1024 * 1024,  # above the largest body the schema accepts (~12.1 MB)
         ge=1024,
         validation_alias=AliasChoices(
             "ORCHESTRATOR_API_MAX_BODY_BYTES", "orchestrator_api_max_body_bytes"

@@ -102,3 +102,13 @@ def install_error_handlers(app: FastAPI, max_body_bytes: int | None = None) -> N
 
     for kind in _DATABASE_DOWN:
         app.add_exception_handler(kind, _database_down)
+
+    @app.exception_handler(sa_exc.DataError)
+    async def _unstorable(request: Request, exc: sa_exc.DataError) -> JSONResponse:
+        log.info("request %s: value refused by the database: %s", request_id_of(request.scope), exc)
+        body = ErrorResponse(
+            error="invalid_request",
+            detail="a value cannot be stored (for example a NUL character in a text field)",
+            remediation="Remove control characters from the request's text fields.",
+        )
+        return error_response(request.scope, 400, body)

@@ -28,16 +28,20 @@ from moonmind.workflows.orchestrator.enums import (
 ApprovalStatus = Literal["not_required", "awaiting", "granted", "expired"]
 
 
+# Text the database stores as is: PostgreSQL text cannot hold a NUL character.
+NO_NUL = r"^[^\x00]*$"
+
+
 class RunCreate(BaseModel):
     """CreateRunRequest, plus an optional operator-supplied unified diff."""
 
     model_config = ConfigDict(extra="forbid")
 
-    instruction: str = Field(min_length=1, max_length=4000)
+    instruction: str = Field(min_length=1, max_length=4000, pattern=NO_NUL)
     target_service: str = Field(min_length=1, max_length=255)
-    approval_token: str | None = None
+    approval_token: str | None = Field(default=None, max_length=4096, pattern=NO_NUL)
     priority: Priority = Priority.NORMAL
-    patch: str | None = Field(default=None, max_length=1_000_000)
+    patch: str | None = Field(default=None, max_length=1_000_000, pattern=NO_NUL)
     requested_by: str | None = Field(default=None, min_length=1, max_length=255)
     # "diagnose": analyze and explain only; nothing is patched, built or restarted.
     mode: Literal["fix", "diagnose"] = "fix"
@@ -72,7 +76,7 @@ class RetryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     resume_from_step: Literal["patch", "build", "restart", "verify", "rollback"] | None = None
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: str | None = Field(default=None, max_length=2000, pattern=NO_NUL)
 
 
 class ApprovalRecord(BaseModel):

@@ -15,6 +15,7 @@ import anyio
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import exc as sa_exc
 
 from api_service.db.migrate import upgrade
 from api_service.main import create_app
@@ -42,6 +43,10 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FastAPI:
     @application.get("/test-only/boom", include_in_schema=False)
     def boom() -> None:
         raise RuntimeError("secret detail /etc/moonmind/token")
+
+    @application.get("/test-only/unstorable", include_in_schema=False)
+    def unstorable() -> None:
+        raise sa_exc.DataError("INSERT ...", {}, ValueError("text cannot contain NUL"))
 
     return application
 
@@ -122,3 +127,22 @@ def test_a_database_that_cannot_be_reached_is_503(
     body = response.json()
     assert body["error"] == "database_unavailable"
     assert body["request_id"] == response.headers["x-request-id"]
+
+
+def test_a_value_the_database_refuses_is_400_not_500(app: FastAPI) -> None:
+    response = _call(app, "GET", "/test-only/unstorable")
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+    assert "NUL" in response.json()["detail"]
+
+
+def test_the_schema_refuses_nul_in_stored_text(app: FastAPI) -> None:
+    """PostgreSQL text cannot hold NUL: the schema says so, so the fuzzer and clients know."""
+    schema = _call(app, "GET", "/openapi.json").json()
+    create = schema["components"]["schemas"]["RunCreate"]["properties"]
+    assert create["instruction"]["pattern"] == "^[^\\x00]*$"
+    response = _call(
+        app, "POST", "/orchestrator/runs", json={"instruction": "a\x00b", "target_service": "x"}
+    )
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("instruction:")

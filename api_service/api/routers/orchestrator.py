@@ -17,6 +17,7 @@ from api_service.api.auth import Approver, Operator, Viewer
 from api_service.api.deps import DatabaseDep, SessionDep, SettingsDep
 from api_service.db.models import RunArtifact
 from moonmind.schemas.workflow_models import (
+    NO_NUL,
     ApprovalRequest,
     ArtifactList,
     ErrorResponse,
@@ -66,7 +67,7 @@ def list_runs(
     session: SessionDep,
     _: Viewer,
     status: Annotated[RunStatus | None, Query()] = None,
-    service: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+    service: Annotated[str | None, Query(min_length=1, max_length=255, pattern=NO_NUL)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[
         str | None,
