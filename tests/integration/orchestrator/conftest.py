@@ -80,13 +80,21 @@ def remove_stack(stack: Stack) -> None:
     """Take the stack down and drop the rollback tags its runs left."""
     compose_down(stack)
     kept = subprocess.run(
-        ["docker", "images", "-q", f"moonmind-rollback/{stack.project}-*"],
+        [
+            "docker",
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            f"moonmind-rollback/{stack.project}-*",
+        ],
         capture_output=True,
         text=True,
         check=False,
     ).stdout.split()
     if kept:
-        subprocess.run(["docker", "rmi", "-f", *kept], capture_output=True, check=False)
+        # By name, never by id: identical builds of other tests' stacks share the image id,
+        # and a forced removal by id would pull it from under their running containers.
+        subprocess.run(["docker", "rmi", *kept], capture_output=True, check=False)
 
 
 @pytest.fixture
