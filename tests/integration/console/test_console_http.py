@@ -103,6 +103,9 @@ def test_sign_in_sets_an_httponly_strict_cookie_without_the_token(
     assert 'id="principal"' in page.text
     assert ">alice<" in page.text
     assert page.headers["content-security-policy"].startswith("default-src 'self'")
+    bad_cursor = client.http.get("/?cursor=not-a-cursor")
+    assert bad_cursor.status_code == 400
+    assert "cursor" in bad_cursor.text
 
 
 def test_token_in_the_url_signs_in_and_is_dropped_from_it(
