@@ -41,7 +41,9 @@ def launch(
     started: list[Orchestrator] = []
     queues: list[str] = []
 
-    def _launch(stack: Stack, config: str, *, worker: bool = False) -> Orchestrator:
+    def _launch(
+        stack: Stack, config: str, *, worker: bool = False, embedded: bool = False
+    ) -> Orchestrator:
         home = tmp_path_factory.mktemp("console-home")
         queue = f"orchestrator.run.test-{uuid.uuid4().hex[:10]}"
         queues.append(queue)
@@ -55,6 +57,9 @@ def launch(
             "ORCHESTRATOR_COMPOSE_PROJECT": stack.project,
             "ORCHESTRATOR_ARTIFACT_ROOT": str(home / "artifacts"),
         }
+        if embedded:  # the defaults: SQLite and the filesystem broker under <home>/var
+            for key in ("MOONMIND_DATABASE_URL", "CELERY_BROKER_URL"):
+                env.pop(key)
         api, base = start_api(env, home)
         orchestrator = Orchestrator(base, home / "artifacts", api, env, home)
         started.append(orchestrator)

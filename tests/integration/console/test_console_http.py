@@ -271,10 +271,12 @@ def test_the_new_run_form_submits_as_the_signed_in_operator(
     alice.http.post(f"/runs/{dry_id}/cancel", data={"csrf_token": token})
 
 
-def test_open_mode_needs_no_sign_in_but_still_a_csrf_token(
+def test_embedded_default_open_mode_needs_no_sign_in_but_still_a_csrf_token(
     console_stack: Stack, launch: Launcher, console_client: Clients
 ) -> None:
-    open_api = launch(console_stack, "")
+    """No principals, SQLite and the filesystem broker: the console opens as `local`."""
+    open_api = launch(console_stack, "", embedded=True)
+    assert (open_api.cwd / "var" / "orchestrator.db").is_file()
     client = console_client(open_api.base_url)
     page = client.http.get("/")
     assert page.status_code == 200
@@ -295,3 +297,4 @@ def test_open_mode_needs_no_sign_in_but_still_a_csrf_token(
     token = client.csrf(f"/runs/{run_id}")
     cancel = client.http.post(f"/runs/{run_id}/cancel", data={"csrf_token": token})
     assert cancel.status_code == 303
+    assert 'data-status="cancelled"' in client.page("/").text
