@@ -24,6 +24,11 @@ from moonmind.workflows.orchestrator.service import load_stack
 router = APIRouter(include_in_schema=False)
 
 
+class InvalidFilter(OrchestratorError):
+    status_code = 400
+    code = "invalid_request"
+
+
 def _status(value: str | None) -> RunStatus | None:
     try:
         return RunStatus(value) if value else None
@@ -40,12 +45,12 @@ def configured_services(settings: Settings) -> list[str]:
 
 
 def _filters(request: Request) -> dict[str, Any]:
+    """The list's filters; an unknown status shows every status, a NUL is refused."""
     q = request.query_params
-    return {
-        "status": _status(q.get("status")),
-        "service": (q.get("service") or "").strip()[:255] or None,
-        "cursor": q.get("cursor") or None,
-    }
+    service = (q.get("service") or "").strip()[:255] or None
+    if service and "\x00" in service:
+        raise InvalidFilter("service: must not contain a NUL character")
+    return {"status": _status(q.get("status")), "service": service, "cursor": q.get("cursor")}
 
 
 @router.get("/", response_class=Response)
@@ -53,10 +58,10 @@ def runs_page(request: Request, settings: SettingsDep, session: SessionDep) -> R
     me = guard(request, settings)
     if isinstance(me, Response):
         return me
-    filters = _filters(request)
     try:
+        filters = _filters(request)
         rows, next_cursor = views.list_rows(session, **filters)
-    except OrchestratorError as exc:  # a bad cursor
+    except OrchestratorError as exc:  # a bad cursor or filter
         return error_page(request, me, exc.status_code, exc.detail)
     query = {k: v for k in ("status", "service") if (v := filters[k])}
     return render(
@@ -80,7 +85,10 @@ def runs_rows(request: Request, settings: SettingsDep, session: SessionDep) -> R
     me = sessions.current(request, settings)
     if me is None or not me.principal.has_role("viewer"):
         return Response(status_code=401)
-    rows, _ = views.list_rows(session, **{**_filters(request), "cursor": None})
+    try:
+        rows, _ = views.list_rows(session, **{**_filters(request), "cursor": None})
+    except OrchestratorError as exc:
+        return Response(exc.detail, status_code=exc.status_code)
     return render(request, "_rows.html", {"rows": rows}, me)
 
 

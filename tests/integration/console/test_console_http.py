@@ -106,6 +106,12 @@ def test_sign_in_sets_an_httponly_strict_cookie_without_the_token(
     bad_cursor = client.http.get("/?cursor=not-a-cursor")
     assert bad_cursor.status_code == 400
     assert "cursor" in bad_cursor.text
+    assert client.http.get("/", params={"service": "a\x00b"}).status_code == 400
+    assert client.http.get("/console/rows", params={"service": "a\x00b"}).status_code == 400
+    nul = client.http.post(
+        "/runs", data={"csrf_token": client.csrf(), "service": "app", "instruction": "a\x00b"}
+    )
+    assert nul.status_code == 400
 
 
 def test_token_in_the_url_signs_in_and_is_dropped_from_it(
