@@ -42,7 +42,12 @@ def launch(
     queues: list[str] = []
 
     def _launch(
-        stack: Stack, config: str, *, worker: bool = False, embedded: bool = False
+        stack: Stack,
+        config: str,
+        *,
+        worker: bool = False,
+        embedded: bool = False,
+        worker_env: dict[str, str] | None = None,
     ) -> Orchestrator:
         home = tmp_path_factory.mktemp("console-home")
         queue = f"orchestrator.run.test-{uuid.uuid4().hex[:10]}"
@@ -61,7 +66,9 @@ def launch(
             for key in ("MOONMIND_DATABASE_URL", "CELERY_BROKER_URL"):
                 env.pop(key)
         api, base = start_api(env, home)
-        orchestrator = Orchestrator(base, home / "artifacts", api, env, home)
+        orchestrator = Orchestrator(
+            base, home / "artifacts", api, {**env, **(worker_env or {})}, home
+        )
         started.append(orchestrator)
         if worker:
             orchestrator.start_worker()

@@ -304,3 +304,30 @@ def test_embedded_default_open_mode_needs_no_sign_in_but_still_a_csrf_token(
     cancel = client.http.post(f"/runs/{run_id}/cancel", data={"csrf_token": token})
     assert cancel.status_code == 303
     assert 'data-status="cancelled"' in client.page("/").text
+
+
+def test_retry_is_offered_to_an_operator_on_a_failed_run(
+    console_stack: Stack, launch: Launcher, console_client: Clients
+) -> None:
+    """A worker that cannot reach Docker fails the run at analyze; alice may retry it."""
+    failing = launch(
+        console_stack,
+        principals_toml(ALICE, VIC),
+        worker=True,
+        worker_env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+    )
+    failing.headers = ALICE.headers
+    run_id = failing.post_run(instruction="fix it", target_service="app").json()["run_id"]
+    assert failing.wait_terminal(run_id, timeout=120)["status"] == "failed"
+    alice = _signed_in(console_client, failing, ALICE)
+    vic = _signed_in(console_client, failing, VIC)
+    page = alice.page(f"/runs/{run_id}").text
+    assert _buttons(page) == {"retry"}
+    assert _buttons(vic.page(f"/runs/{run_id}").text) == set()
+    refused = vic.http.post(f"/runs/{run_id}/retry", data={"csrf_token": vic.csrf()})
+    assert refused.status_code == 403
+    retried = alice.http.post(f"/runs/{run_id}/retry", data={"csrf_token": alice.csrf()})
+    assert retried.status_code == 303, retried.text
+    detail = failing.run_detail(run_id)
+    audit = detail["metrics_snapshot"].get("audit", [])
+    assert [(e["action"], e["principal"]) for e in audit] == [("retry", "alice")]
