@@ -276,7 +276,10 @@ def test_a_run_with_its_state_under_the_workspaces_var_succeeds(rig: Rig) -> Non
     detail = rig.wait_terminal(run_id)
     assert detail["status"] == "succeeded", (detail["message"], _steps(detail))
     assert _touched(rig.artifact(run_id, "patch.diff").read_text()) == ["svc/Dockerfile"]
-    assert rig.artifact(run_id, "pre-images/manifest.json").is_file()
+    for artifact in detail["artifacts"]:  # each recorded checksum is the file's on disk
+        data = rig.artifact(run_id, artifact["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == artifact["checksum"], artifact["path"]
+    assert "pre-images/manifest.json" in {a["path"] for a in detail["artifacts"]}
     assert (rig.root / "var" / "orchestrator.db").is_file()
     assert (rig.root / "var" / "celery").is_dir()
     health = httpx.get(f"http://127.0.0.1:{rig.ports['svc']}/health", timeout=5)

@@ -39,7 +39,13 @@ def _sync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _forget(ctx: StepContext, relpath: str) -> None:
+    """An artifact about to be written again: drop this step's record of the old bytes."""
+    ctx.produced[:] = [p for p in ctx.produced if p.stored.path != relpath]
+
+
 def _write_scope(ctx: StepContext, scope: dict[str, Any]) -> None:
+    _forget(ctx, SCOPE)
     ctx.save(
         SCOPE,
         json.dumps(scope, indent=2).encode(),
@@ -98,6 +104,7 @@ def discard(ctx: StepContext) -> None:
     """The workspace was put back by the step itself: nothing is left to restore."""
     if manifest(ctx) or _scope(ctx):
         _write_scope(ctx, {})
+        _forget(ctx, MANIFEST)
         ctx.save(
             MANIFEST,
             b"{}",
@@ -125,6 +132,7 @@ def save(ctx: StepContext, before: ws.Snapshot, paths: Iterable[str]) -> None:
                 f"pre-images/{path}", state.data, type=ArtifactType.PRE_IMAGE, kind="pre_image"
             )
             lost += [] if kept else [path]
+    _forget(ctx, MANIFEST)
     kept_manifest = ctx.save(
         MANIFEST,
         json.dumps(manifest, indent=2).encode(),
