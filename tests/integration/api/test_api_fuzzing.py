@@ -61,6 +61,10 @@ def _config(run_id: str) -> str:
             f'Authorization = "Bearer {ALICE.token}"',
             "[generation]",
             "max-examples = 12",
+            "[phases.stateful]",
+            "max-steps = 6",
+            "[phases.stateful.generation]",
+            "max-examples = 10",
             "[[operations]]",
             f"include-path-regex = {json.dumps(READ_ONLY)}",
             "[operations.parameters]",
@@ -86,7 +90,7 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(
             "--checks",
             ",".join(CHECKS),
             "--phases",
-            "examples,coverage,fuzzing",
+            "examples,coverage,fuzzing,stateful",
             "--report",
             "junit,ndjson",
             "--report-junit-path",
@@ -103,7 +107,8 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]
     cases = ElementTree.parse(junit).getroot().iter("testcase")
-    assert len([case.get("name") for case in cases]) == 10  # every operation
+    names = {case.get("name") for case in cases}
+    assert len(names - {"Stateful tests"}) == 10, names  # every operation, and sequences
     answers = _answers(tmp_path / "events.ndjson")
     # Not a run of 401s and 404s: the token is used, real runs are read and created, and
     # undeclared methods were tried.
