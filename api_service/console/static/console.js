@@ -73,7 +73,11 @@
       fetch("/runs/" + runId + "/state", { credentials: "same-origin", cache: "no-store" })
         .then(function (r) { return r.ok ? r.json() : null; })
         .then(function (state) {
-          if (state && state.status !== shown) { window.location.reload(); return; }
+          var approved = state && (state.approval ? "1" : "0");
+          if (state && (state.status !== shown || approved !== main.getAttribute("data-approved"))) {
+            window.location.reload();
+            return;
+          }
           setTimeout(tick, POLL_MS);
         }).catch(function () { setTimeout(tick, POLL_MS); });
     }
