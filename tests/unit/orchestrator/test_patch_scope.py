@@ -307,3 +307,17 @@ def test_an_agent_that_times_out_fails_the_step_and_changes_nothing(ws: Path) ->
     after = {k: v for k, v in tree_digest(ws).items() if not k.startswith("var/art/")}
     assert after == before
     assert "edited" in (ctx.store.run_dir(ctx.run_id) / "agent.log").read_text()
+
+
+def test_an_old_journal_of_a_run_long_gone_excuses_nothing(ws: Path) -> None:
+    before = tree_digest(ws)
+    ctx = _agent_ctx(ws, EDIT_BOTH)
+    theirs = ctx.store.root / "0" / "pre-images"
+    theirs.mkdir(parents=True)
+    for name, body in (("scope.json", {"allow": ["other/Dockerfile"]}), ("manifest.json", {})):
+        (theirs / name).write_text(json.dumps(body))
+        os.utime(theirs / name, (1_000_000_000, 1_000_000_000))
+    with pytest.raises(StepFailed, match="other/Dockerfile: path is not allow-listed"):
+        patch(ctx)
+    after = {k: v for k, v in tree_digest(ws).items() if not k.startswith("var/art/")}
+    assert after == before

@@ -104,26 +104,31 @@ def _json(path: Path) -> dict[str, Any]:
         return {}
 
 
+def _recent(path: Path, since: float) -> bool:
+    try:
+        return path.stat().st_mtime >= since
+    except OSError:
+        return False
+
+
 def claimed_elsewhere(ctx: StepContext, since: float) -> Callable[[str], bool]:
     """Paths another run (same artifact store) is patching or has just patched.
 
     Such a run journals an agent's scope until it settles, and writes a manifest of the
     paths it changes: a change to one of them while this agent ran is that run's, not
-    this agent's, so it is neither put back nor counted against the agent."""
+    this agent's, so it is neither put back nor counted against the agent. Only journals
+    young enough to belong to a run still at work count (a crashed run's old one does not).
+    """
     patterns: list[str] = []
     paths: set[str] = set()
     mine = ctx.store.run_dir(ctx.run_id)
     for folder in ctx.store.root.glob("*/pre-images"):
         if folder.parent == mine:
             continue
-        patterns += _json(folder / "scope.json").get("allow") or []
-        manifest = folder / "manifest.json"
-        try:
-            recent = manifest.stat().st_mtime >= since - CLAIM_MARGIN_S
-        except OSError:
-            continue
-        if recent:
-            paths |= set(_json(manifest))
+        if _recent(folder / "scope.json", since - ctx.agent_timeout_s - CLAIM_MARGIN_S):
+            patterns += _json(folder / "scope.json").get("allow") or []
+        if _recent(folder / "manifest.json", since - CLAIM_MARGIN_S):
+            paths |= set(_json(folder / "manifest.json"))
     return lambda p: p in paths or any(matches_pattern(p, pat) for pat in patterns)
 
 
