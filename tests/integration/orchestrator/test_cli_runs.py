@@ -1,8 +1,7 @@
 """`moonmind runs ...` and dry runs, as subprocesses against a real API, worker and Docker.
 
-One broken demo stack and one API + worker for the module: ``app`` is unprotected (a
-failed operator patch, a dry run, then the real fix), ``sibling`` is protected (pre-run,
-role sre: approvals, retry, cancel).
+One broken demo stack, API and worker for the module: ``app`` is unprotected (see
+``fixed``), ``sibling`` is protected (pre-run, role sre: approvals, retry, cancel).
 """
 
 from __future__ import annotations
@@ -143,14 +142,13 @@ def _docker(*args: str) -> str:
 
 
 def _docker_state(stack: Stack) -> dict[str, str]:
-    """The stack's image ids (by tag) and container ids with their image and start time."""
-    images = _docker("images", "-a", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}")
-    # Tags naming the project (another test's `docker rmi -f <id>` of an identical build
-    # can untag ours, so the containers' own image ids below are the firm measure).
-    state = {ln.split()[0]: ln.split()[1] for ln in images.splitlines() if stack.project in ln}
+    """Each container of the stack: its id, name, image id and start time. (Not the tags
+    or the images themselves: other tests' `docker rmi -f <id>` of an identical build may
+    untag or remove ours at any moment.)"""
     label = f"label=com.docker.compose.project={stack.project}"
     ids = _docker("ps", "-a", "-q", "--no-trunc", "--filter", label).split()
     assert len(ids) == 2, ids  # app and sibling
+    state = {}
     for cid in ids:
         state[cid] = _docker("inspect", "-f", "{{.Name}} {{.Image}} {{.State.StartedAt}}", cid)
     return state
@@ -167,21 +165,24 @@ def _artifact_bytes(env: Env, run_id: str, path: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def fixed(env: Env) -> Env:
-    """On app: a failed operator patch, then a dry run (measured), then the real fix."""
+    """On app: a failed operator patch; two dry runs (the rules' via the CLI, then that
+    diff as an operator's), measured before and after; then the real fix."""
     env.runs["bad_patch"] = bad = env.post("app", patch=BAD_PATCH)
     env.wait(bad, TERMINAL)
     files, docker = _files(env.stack.root), _docker_state(env.stack)
     dry = env.cli("orchestrator", "submit", "--service", "app", "--dry-run", "--follow", FIX)
     env.facts.update(dry_cli=dry, files_before=files, docker_before=docker)
-    env.facts.update(
-        files_after_dry=_files(env.stack.root), docker_after_dry=_docker_state(env.stack)
-    )
-    env.runs["dry"] = dry.stdout.split()[1] if dry.stdout.startswith("run ") else ""
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    env.runs["dry"] = dry.stdout.split()[1]
+    diff = _artifact_bytes(env, env.runs["dry"], "patch.diff").decode()
+    env.runs["dry_patch"] = env.post("app", patch=diff, dry_run=True)  # an operator's diff
+    env.wait(env.runs["dry_patch"], TERMINAL)
+    env.facts.update(files_after_dry=_files(env.stack.root))
+    env.facts.update(docker_after_dry=_docker_state(env.stack))
     env.runs["real"] = real = env.post("app")
     env.wait(real, TERMINAL)
-    env.facts.update(
-        files_after_real=_files(env.stack.root), docker_after_real=_docker_state(env.stack)
-    )
+    env.facts.update(files_after_real=_files(env.stack.root))
+    env.facts.update(docker_after_real=_docker_state(env.stack))
     return env
 
 
@@ -196,7 +197,10 @@ def test_dry_run_changes_nothing_and_its_diff_is_the_one_the_real_run_applies(
     assert detail["status"] == "succeeded"
     assert detail["dry_run"] is True
     assert [s["name"] for s in detail["steps"]] == ["analyze", "patch"]
-    # Every file's bytes, every image id, every container id (and start) as before.
+    operator = fixed.detail(fixed.runs["dry_patch"])
+    assert operator["status"] == "succeeded", operator["message"]
+    assert operator["dry_run"] is True
+    # After both dry runs: every file's bytes, every image id and container id as before.
     assert fixed.facts["files_after_dry"] == fixed.facts["files_before"]
     assert fixed.facts["docker_after_dry"] == fixed.facts["docker_before"]
 
@@ -306,7 +310,7 @@ def test_list_filters_fits_the_terminal_and_colours_only_a_terminal(fixed: Env) 
     newest = json.loads(
         fixed.cli("runs", "list", "--service", "app", "--limit", "2", "--json").stdout
     )
-    assert [r["run_id"] for r in newest["runs"]] == [fixed.runs["real"], fixed.runs["dry"]]
+    assert [r["run_id"] for r in newest["runs"]] == [fixed.runs["real"], fixed.runs["dry_patch"]]
     failed = json.loads(fixed.cli("runs", "list", "--status", "failed", "--json").stdout)["runs"]
     assert fixed.runs["bad_patch"] in [r["run_id"] for r in failed]
     assert {r["status"] for r in failed} == {"failed"}
