@@ -30,6 +30,7 @@ from moonmind.workflows.orchestrator.enums import (
     StepName,
     TaskStateName,
 )
+from moonmind.workflows.orchestrator.errors import InvalidCursor as InvalidCursor
 from moonmind.workflows.orchestrator.plan import Plan, PlanStep, ServiceContext, context_of
 from moonmind.workflows.orchestrator.run_list import CURSOR_LENGTH as CURSOR_LENGTH
 from moonmind.workflows.orchestrator.run_list import CURSOR_PATTERN as CURSOR_PATTERN
