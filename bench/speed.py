@@ -15,9 +15,10 @@ from sqlalchemy.engine import make_url
 
 from api_service.db.base import normalize_url
 from api_service.db.migrate import upgrade
+from bench import speed_rollback
 from bench import speed_runs as runs
 from bench.speed_list import POSTGRES_URL, bench_list_postgres, bench_list_sqlite
-from bench.speed_report import Line, median, ms, pct, skipped
+from bench.speed_report import Line, median, ms, pct
 from tests.support.broker import delete_queues
 
 AMQP_URL = os.environ.get("MOONMIND_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
@@ -159,8 +160,10 @@ def measure() -> list[Line]:
     try:
         lines += p1_and_embedded(stack, home)
         lines.append(p1_default_window(stack, home))
-        lines.append(skipped("P2 rollback / by hand", "<= 1.10", "not built yet"))
-        lines += rabbitmq(stack, home)
+        queued = rabbitmq(stack, home)
+        # P2 last on this stack: it commits the fix (a healthy service to roll back to).
+        lines.append(speed_rollback.p2(stack, home, _embedded_env()))
+        lines += queued
     finally:
         runs.cleanup(stack, home)
         shutil.rmtree(home, ignore_errors=True)
