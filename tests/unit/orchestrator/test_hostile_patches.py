@@ -11,6 +11,8 @@ after; the allow-list is ``**``, so no refusal comes from it.
 
 from __future__ import annotations
 
+import shlex
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -133,3 +135,27 @@ def test_a_plain_text_patch_of_the_same_shape_applies(tmp_path: Path) -> None:
     changed = sorted((f["path"], f["change"]) for f in result.result["files"])
     assert changed == [("app/notes.txt", "added"), ("app/requirements.txt", "modified")]
     assert (lay.ws / "app" / "requirements.txt").read_text() == "requests\nflask\n"
+
+
+AGENT_CHMOD = """\
+import os, sys
+from pathlib import Path
+
+ws = Path(sys.argv[1])
+(ws / "app" / "requirements.txt").write_text("requests\\nflask\\n")
+os.chmod(ws / "app" / "Dockerfile", 0o755)
+"""
+
+
+def test_an_agent_that_makes_a_file_executable_is_refused(tmp_path: Path) -> None:
+    """The snapshot check refuses what an operator diff's ``new mode 100755`` is refused for."""
+    lay = make_layout(tmp_path)
+    script = lay.tmp / "agent.py"
+    script.write_text(AGENT_CHMOD)
+    template = " ".join(shlex.quote(a) for a in (sys.executable, str(script), "{workspace}"))
+    ctx = context(lay, "agent", agent_template=template)
+    ws_before = tree_state(lay.ws)
+    with pytest.raises(StepFailed) as failed:
+        STEP_FUNCTIONS[StepName.PATCH](ctx)
+    assert "app/Dockerfile: file made executable" in failed.value.message
+    assert tree_state(lay.ws) == ws_before

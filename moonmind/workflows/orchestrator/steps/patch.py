@@ -36,6 +36,17 @@ def _check_allowed(
         raise StepFailed(f"patch touches files outside the allow-list: {listing}", rollback=False)
 
 
+def _newly_executable(before: ws.Snapshot, changed: list[ws.Change]) -> list[ws.Violation]:
+    """Files a source (an agent, say) made executable: refused like an operator diff's +x."""
+    found = []
+    for change in changed:
+        old, new = before.get(change.path), ws.FileState.read(before.root / change.path)
+        if new.exists and not new.is_symlink and new.mode & 0o111:
+            if not old.exists or old.is_symlink or not old.mode & 0o111:
+                found.append(ws.Violation(change.path, "file made executable"))
+    return found
+
+
 def _refuse_secret(ctx: StepContext, diff: str) -> None:
     """Fail closed, before anything is written, on a diff that adds a secret."""
     reason = secret_guard.refusal(diff, ctx.redactor)
@@ -117,6 +128,7 @@ def patch(ctx: StepContext) -> StepResult:
     changed = ws.changes(before, before.again())
     compose = patch_agent.compose_files(ctx)
     violations = ws.validate_changes(root, changed, params.allow, compose)
+    violations += _newly_executable(before, changed)
     if violations:
         ws.restore(root, before, changed)
         preimages.discard(ctx)
