@@ -12,6 +12,9 @@ from moonmind.workflows.orchestrator.diagnosis.intent_edits import plan_intent
 from moonmind.workflows.orchestrator.diagnosis.intents import parse_intent
 from moonmind.workflows.orchestrator.diagnosis.signatures import Signature
 from moonmind.workflows.orchestrator.diagnosis.target import Target
+from moonmind.workflows.orchestrator.enums import StepName
+from moonmind.workflows.orchestrator.steps import STEP_FUNCTIONS, StepContext, StepFailed
+from tests.support.steps import make_context, service_context
 
 # instruction -> (action, name, value, ecosystem)
 UNDERSTOOD = [
@@ -247,12 +250,21 @@ def test_refused_on_the_files(
 
 
 def test_a_recognised_intent_wins_and_a_refused_one_changes_nothing(python_app: Target) -> None:
-    missing = [Signature("python_missing_module", "yaml", "ModuleNotFoundError: ...")]
-    common = {"workspace": python_app.workspace, "build_context": "app"}
-    edits = derive_rule_edits(missing, dockerfile="app/Dockerfile", instruction="add it", **common)
-    assert edits == []
-    edits = derive_rule_edits(missing, dockerfile="app/Dockerfile", instruction="set A=1", **common)
-    assert [e.path for e in edits] == ["app/Dockerfile"]
+    missing = [Signature("python_missing_module", "requests", "ModuleNotFoundError: ...")]
+
+    def edits(instruction: str) -> list[str]:
+        found = derive_rule_edits(
+            missing,
+            workspace=python_app.workspace,
+            build_context="app",
+            dockerfile="app/Dockerfile",
+            instruction=instruction,
+        )
+        return [edit.path for edit in found]
+
+    assert edits("add it") == []
+    assert edits("set A=1") == ["app/Dockerfile"]
+    assert edits("fix it") == ["app/requirements.txt"]  # no intent: the signature's rule
 
 
 # --------------------------------------------------------------------------- safe guesses
@@ -302,3 +314,49 @@ def test_the_crash_line_is_a_signature() -> None:
     )
     assert [s.subject for s in crash_signatures(real)] == ["yaml"]
     assert [s.subject for s in crash_signatures("sh: 1: curl: not found\n")] == ["curl"]
+
+
+# --------------------------------------------------------------------------- the patch step
+
+
+def _patch_context(root: Path, analysis: dict[str, object], instruction: str) -> StepContext:
+    ws = root / "ws"
+    for rel, text in {
+        "docker-compose.yaml": "services:\n  app:\n    build: app\n",
+        "app/Dockerfile": APT_DOCKERFILE,
+        "app/requirements.txt": "flask\n",
+    }.items():
+        (ws / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ws / rel).write_text(text)
+    ctx = make_context(root, service=service_context(ws))
+    ctx.instruction = instruction
+    ctx.plan.step(StepName.ANALYZE).result = {"analysis": analysis}
+    return ctx
+
+
+def test_a_guess_is_named_in_the_result_the_message_and_the_diff(tmp_path: Path) -> None:
+    signature = {"kind": "python_missing_module", "subject": "frobnicator", "line": "x"}
+    ctx = _patch_context(tmp_path, {"signatures": [signature]}, "fix it")
+    outcome = STEP_FUNCTIONS[StepName.PATCH](ctx)
+    assert [g["package"] for g in outcome.result["guesses"]] == ["frobnicator"]
+    assert outcome.result["unpinned"] == [
+        {"path": "app/requirements.txt", "package": "frobnicator", "ecosystem": "python"}
+    ]
+    assert "(a guess: approve or correct it)" in outcome.message
+    diff = (ctx.store.run_dir(ctx.run_id) / "patch.diff").read_text()
+    assert diff.startswith("moonmind: add frobnicator for missing Python module")
+    assert "moonmind: GUESS frobnicator: 'frobnicator' is not in the known" in diff
+    assert "+frobnicator\n" in diff
+
+
+def test_a_refused_instruction_says_why_and_what_to_do(tmp_path: Path) -> None:
+    intent = plan_intent("add it", Target(tmp_path, "app", "app/Dockerfile"))
+    assert intent is not None
+    ctx = _patch_context(tmp_path, {"intent": intent.record()}, "add it")
+    with pytest.raises(StepFailed) as failed:
+        STEP_FUNCTIONS[StepName.PATCH](ctx)
+    message = failed.value.message
+    assert "the instruction 'add it' was not applied: 'add it' names no package" in message
+    assert "pass a patch" in message
+    assert "configure an agent (ORCHESTRATOR_PATCH_AGENT)" in message
+    assert (ctx.workspace / "app/requirements.txt").read_text() == "flask\n"
