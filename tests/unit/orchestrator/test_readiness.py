@@ -191,3 +191,24 @@ def test_started_at_parsing() -> None:
     assert started_epoch("") is None
     epoch = started_epoch("2026-01-01T00:00:01.5Z")
     assert epoch == pytest.approx(T0 + 1.5, abs=1e-3)
+
+
+def test_an_exited_container_fails_at_once_and_the_log_does_not_claim_a_timeout(
+    server: tuple[str, type[_Handler]],
+) -> None:
+    url, _ = server
+    time = Time()
+    lines: list[str] = []
+    result = watch_ready(
+        lambda: EXITED,
+        Target(health_url=url, stable_s=0.0, deadline_s=60),
+        Schedule(),
+        lines.append,
+        clock=time.clock,
+        wall=time.wall,
+        sleep=time.sleep,
+    )
+    assert not result.ok
+    assert time.now == 0.0  # no wait for the deadline
+    health = [line for line in lines if line.startswith("health check:")]
+    assert health == [f"health check: failed: {url} did not answer 200 before the container failed"]

@@ -202,7 +202,13 @@ def _verdict(watch: _Watch, ok: bool, *, timed_out: bool = False) -> Readiness:
     answered = watch.answered_by is not None
     if target.health_url:
         said = "answered" if answered else "did not answer"
-        within = "" if answered else f" within {target.deadline_s:g}s"
+        within = (
+            ""
+            if answered
+            else f" within {target.deadline_s:g}s"
+            if timed_out
+            else " before the container failed"
+        )
         watch.on_line(
             f"health check: {'ok' if answered else 'failed'}: {target.health_url} {said} "
             f"{target.expected_status}{within}"

@@ -3,9 +3,11 @@ then show the service is as healthy as it was before the run."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
+from moonmind.workflows.orchestrator.adapters.docker_engine import Engine
 from moonmind.workflows.orchestrator.enums import ArtifactType, StepName
 from moonmind.workflows.orchestrator.plan import VerifyParameters
 from moonmind.workflows.orchestrator.steps import preimages
@@ -29,47 +31,43 @@ def split_ref(ref: str) -> tuple[str, str]:
     return ref, "latest"
 
 
-def _restore_image(ctx: StepContext, image_ref: str, out: Callable[[str], None]) -> None:
+def _restore_image(
+    ctx: StepContext, engine: Engine, image_ref: str, out: Callable[[str], None]
+) -> None:
     svc = ctx.service
-    engine = connect()
-    try:
-        old_id = engine.image_id(image_ref)
-        if old_id is None:
-            raise StepFailed(f"rollback image {image_ref} is gone", rollback=False)
-        repository, tag = split_ref(svc.image)
-        engine.tag_image(old_id, repository, tag)
-        out(f"re-pointed {svc.image} at {old_id[:19]} ({image_ref})")
-        code = svc.compose().up_no_deps(svc.service, out)
-        out(f"compose up exit code {code}")
-        if code != 0:
-            raise StepFailed(f"rollback could not recreate {svc.service} (exit {code})")
-    finally:
-        engine.close()
+    old_id = engine.image_id(image_ref)
+    if old_id is None:
+        raise StepFailed(f"rollback image {image_ref} is gone", rollback=False)
+    repository, tag = split_ref(svc.image)
+    engine.tag_image(old_id, repository, tag)
+    out(f"re-pointed {svc.image} at {old_id[:19]} ({image_ref})")
+    code = svc.compose().up_no_deps(svc.service, out)
+    out(f"compose up exit code {code}")
+    if code != 0:
+        raise StepFailed(f"rollback could not recreate {svc.service} (exit {code})")
 
 
-def _verify_restored(ctx: StepContext, out: Callable[[str], None]) -> tuple[str, dict[str, Any]]:
+def _verify_restored(
+    ctx: StepContext, engine: Engine, out: Callable[[str], None]
+) -> tuple[str, dict[str, Any]]:
     """Run verify's container and HTTP checks again when the service was healthy before.
 
     A service that was broken before the run is only shown to be as it was: the image
     its container runs and the checksums of the files written back."""
     svc = ctx.service
     healthy_before = ctx.result_of(StepName.ANALYZE).get("analysis", {}).get("healthy_before")
-    engine = connect()
-    try:
-        if healthy_before:
-            out(f"{svc.service} was healthy before the run: checking it is healthy again")
-            ok, reason, _ = service_checks(ctx, engine, ctx.params(VerifyParameters), out)
-            if not ok:
-                raise StepFailed(
-                    f"{UNVERIFIED}: {svc.service} was healthy before the run but not after "
-                    f"the rollback: {reason}; see rollback.log",
-                    rollback=False,
-                    result={"verified": False, "reason": reason},
-                )
-            return f"health check passed: {reason}", {"verified": True, "reason": reason}
-        info = engine.container_for(svc.project, svc.service)
-    finally:
-        engine.close()
+    if healthy_before:
+        out(f"{svc.service} was healthy before the run: checking it is healthy again")
+        ok, reason, _ = service_checks(ctx, engine, ctx.params(VerifyParameters), out)
+        if not ok:
+            raise StepFailed(
+                f"{UNVERIFIED}: {svc.service} was healthy before the run but not after "
+                f"the rollback: {reason}; see rollback.log",
+                rollback=False,
+                result={"verified": False, "reason": reason},
+            )
+        return f"health check passed: {reason}", {"verified": True, "reason": reason}
+    info = engine.container_for(svc.project, svc.service)
     image = info.image_id if info is not None else None
     files = {path: meta["sha256"] for path, meta in sorted(preimages.manifest(ctx).items())}
     listed = ", ".join(f"{path} sha256:{sha}" for path, sha in files.items()) or "no files"
@@ -81,8 +79,19 @@ def _verify_restored(ctx: StepContext, out: Callable[[str], None]) -> tuple[str,
     )
 
 
+def _timed(out: Callable[[str], None]) -> Callable[[str], None]:
+    """A line sink that stamps each line with the seconds since the rollback began."""
+    began = time.monotonic()
+
+    def write(line: str) -> None:
+        out(f"[+{time.monotonic() - began:.3f}s] {line}")
+
+    return write
+
+
 def rollback(ctx: StepContext) -> StepResult:
-    with ctx.log(StepName.ROLLBACK, "rollback.log", type=ArtifactType.ROLLBACK_LOG) as out:
+    with ctx.log(StepName.ROLLBACK, "rollback.log", type=ArtifactType.ROLLBACK_LOG) as log:
+        out = _timed(log)
         restored = preimages.restore(ctx, out)
         built = ctx.result_of(StepName.BUILD)
         image_ref = built.get("rollback_image")
@@ -90,10 +99,14 @@ def rollback(ctx: StepContext) -> StepResult:
             image_ref and built.get("new_image") and built["new_image"] != built.get("old_image")
         )
         try:
-            if swap:
-                assert image_ref is not None
-                _restore_image(ctx, image_ref, out)
-            state, verification = _verify_restored(ctx, out)
+            engine = connect()  # one client for the image swap and the check after it
+            try:
+                if swap:
+                    assert image_ref is not None
+                    _restore_image(ctx, engine, image_ref, out)
+                state, verification = _verify_restored(ctx, engine, out)
+            finally:
+                engine.close()
         except EngineUnreachable as exc:
             # The files are back; the image and the check need the engine.
             out(f"files restored; the image part is pending: {exc.message}")
