@@ -43,6 +43,17 @@ BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 60.0
 LEASE_SECONDS = 60.0
 TIMEOUT = httpx.Timeout(connect=2.0, read=5.0, write=5.0, pool=2.0)
+SENDER_PREFIX = "webhook-"
+
+
+class _QuietSenders(logging.Filter):
+    """httpx logs each request's full URL (a query string may hold a token): not ours."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.threadName or not record.threadName.startswith(SENDER_PREFIX)
+
+
+logging.getLogger("httpx").addFilter(_QuietSenders())
 
 
 @dataclass(frozen=True)
@@ -167,7 +178,9 @@ class WebhookDispatcher(threading.Thread):
 
     def run(self) -> None:
         for number in range(SENDERS):
-            threading.Thread(target=self._sender, name=f"webhook-{number}", daemon=True).start()
+            threading.Thread(
+                target=self._sender, name=f"{SENDER_PREFIX}{number}", daemon=True
+            ).start()
         while not self._stop_event.wait(POLL_SECONDS):
             try:
                 self._round()
