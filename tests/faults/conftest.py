@@ -108,7 +108,7 @@ def wait_step(orchestrator: Orchestrator, run_id: str, step: str, timeout: float
             f"run ended before {step} was caught: {orchestrator.explain(detail)}"
         )
         time.sleep(0.05)
-    raise AssertionError(f"{step} never started")
+    raise AssertionError(f"{step} never started: {detail}\n{orchestrator.worker_output()[-3000:]}")
 
 
 def kill_worker(orchestrator: Orchestrator) -> None:

@@ -33,6 +33,7 @@ from tests.integration.orchestrator.conftest import (
     inspect_container,
     tree_bytes,
 )
+from tests.support.processes import start
 from tests.support.stack import Stack
 
 Starter = Callable[..., Orchestrator]
@@ -84,7 +85,14 @@ def test_broker_restarted_mid_build(
         config=health_config(broken_stack),
         worker_env={**shared, **FAST_WORKER},
         api_env=shared,
+        defer_worker=True,
     )
+    # Two pool processes: the build the broker hands out again (flagged "redelivered")
+    # reaches the second while the first is still building it.
+    orchestrator.worker = start(
+        ["orchestrator", "worker", "--concurrency", "2"], orchestrator.worker_env, orchestrator.cwd
+    )
+    orchestrator.worker.wait_for_line("ready.", timeout=60)
     original_image = inspect_container(broken_stack, "app")["Image"]
     since = datetime.now(UTC)
     response = orchestrator.post_run(instruction="fix it", target_service="app")
@@ -103,6 +111,8 @@ def test_broker_restarted_mid_build(
     assert detail["status"] == "succeeded", orchestrator.explain(detail)
     _effects(row, broken_stack, since, original_image)
     _one_success_per_step(detail)
+    # The redelivered build was not taken over while its first worker was at it.
+    assert attempts(detail, "build") == [(1, "SUCCESS")], detail["task_states"]
 
 
 @pytest.fixture

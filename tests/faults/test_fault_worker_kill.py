@@ -12,6 +12,8 @@ workspace holds the pre-images or the patch, never a mix.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import sys
 import time
@@ -39,6 +41,7 @@ from tests.integration.orchestrator.conftest import (
     inspect_container,
     tree_bytes,
 )
+from tests.support.processes import start_worker
 from tests.support.stack import Stack
 
 SLOW_AGENT = Path(__file__).with_name("slow_agent.py")
@@ -190,3 +193,58 @@ def test_worker_killed_during_each_step(
     if step == "patch":
         dockerfile = (broken_stack.root / "app" / "Dockerfile").read_text()
         assert dockerfile.count("ENV GREETING=") == 1, dockerfile
+
+
+@pytest.mark.docker
+def test_worker_killed_while_holding_a_waiting_runs_redelivery(
+    repetition: int,
+    broken_stack: Stack,
+    start_orchestrator: Starter,
+    fault_report: Callable[..., FaultRow],
+    tmp_path: Path,
+) -> None:
+    """On the filesystem transport a run waiting for its service's lock lives as a delayed
+    message inside a worker. Worker 1 holds the lock (a 20 s verify); worker 2 holds the
+    waiting run's message and is killed: the sweeper finds the silent pending run once the
+    holder has ended and sends it again."""
+    row = fault_report("worker SIGKILL holding a waiting run's message (filesystem broker)")
+    row.runs = 2
+    bring_up(broken_stack)
+    compose_command = slow_compose(tmp_path, pause_s=0.5)
+    broker = {"CELERY_BROKER_URL": "filesystem://", "CELERY_BROKER_FOLDER": str(tmp_path / "q")}
+    config = _config(broken_stack, SCENARIOS["build"], 0).replace(
+        "stable_seconds = 3", "stable_seconds = 20"
+    )
+    orchestrator = start_orchestrator(
+        broken_stack,
+        config=config,
+        worker_env={"ORCHESTRATOR_COMPOSE_COMMAND": compose_command, **broker, **FAST_WORKER},
+        api_env={"ORCHESTRATOR_COMPOSE_COMMAND": compose_command, **broker},
+    )
+    first = orchestrator.post_run(instruction="fix it", target_service="app").json()["run_id"]
+    wait_step(orchestrator, first, "verify")  # worker 1 is busy for about 20 s
+    second_worker = start_worker(orchestrator.worker_env, orchestrator.cwd)
+    try:
+        second = orchestrator.post_run(instruction="again", target_service="app").json()["run_id"]
+        deadline = time.monotonic() + 30
+        while "waiting for run" not in (orchestrator.run_detail(second).get("message") or ""):
+            assert time.monotonic() < deadline, orchestrator.run_detail(second)
+            time.sleep(0.1)
+        time.sleep(1)  # its next delivery is now a delayed message in worker 2's memory
+        os.killpg(second_worker.popen.pid, signal.SIGKILL)
+        second_worker.popen.wait(timeout=30)
+    finally:
+        second_worker.stop()
+    ended = []
+    try:
+        for run_id in (first, second):
+            ended.append(orchestrator.wait_terminal(run_id, timeout=240))
+    finally:
+        row.ended = len(ended)
+        row.stuck = 2 - len(ended)
+    assert ended[0]["status"] == "succeeded", orchestrator.explain(ended[0])
+    # The service is healthy now: the second run finds nothing to change.
+    assert ended[1]["status"] == "failed", orchestrator.explain(ended[1])
+    audit = ended[1]["metrics_snapshot"].get("audit", [])
+    reasons = [a["reason"] for a in audit if a["action"] == "recovered"]
+    assert any("pending with no live message" in r for r in reasons), audit
