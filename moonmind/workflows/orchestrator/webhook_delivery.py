@@ -117,14 +117,17 @@ def post(url: str, secret: str, event: str, delivery_id: uuid.UUID, body: bytes)
         TIMESTAMP_HEADER: str(int(time.time())),
     }
     try:
-        with httpx.Client(timeout=TIMEOUT, follow_redirects=False, trust_env=False) as client:
-            response = client.post(url, content=body, headers=headers)
+        with (
+            httpx.Client(timeout=TIMEOUT, follow_redirects=False, trust_env=False) as client,
+            # The status line is the answer: the body is never read, so a receiver that
+            # trickles one cannot hold a sender (or outlive the row's lease).
+            client.stream("POST", url, content=body, headers=headers) as response,
+        ):
+            code = response.status_code
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}".replace(url, display_url(url))
         return Attempt(None, error[:500])
-    if 200 <= response.status_code < 300:
-        return Attempt(response.status_code, None)
-    return Attempt(response.status_code, f"HTTP {response.status_code}")
+    return Attempt(code, None if 200 <= code < 300 else f"HTTP {code}")
 
 
 def deliver(db: Database, settings: Settings, delivery_id: uuid.UUID) -> Attempt:
