@@ -8,6 +8,8 @@ after; every attempt and the stability evidence are kept for the audit trail.
 
 from __future__ import annotations
 
+import functools
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,6 +22,13 @@ from moonmind.workflows.orchestrator.adapters.docker_engine import ContainerInfo
 from moonmind.workflows.orchestrator.adapters.probe import Attempt, Clock, Sleep, _assess, _Prober
 
 _REQUEST_TIMEOUT_S = 1.0
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """httpx's default TLS context, built once per process: loading the CA bundle costs
+    ~20 ms, which every verify's first probe would wait for otherwise."""
+    return httpx.create_ssl_context()
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,7 @@ class Readiness:
     reason: str = "not checked"
     attempts: list[Attempt] = field(default_factory=list)
     stability: dict[str, Any] = field(default_factory=dict)
+    info: ContainerInfo | None = None  # the container as last seen (no re-read after)
 
     def evidence(self) -> dict[str, Any]:
         return {
@@ -94,6 +104,7 @@ class _Watch:
 
     def look(self, info: ContainerInfo | None) -> bool | None:
         """One observation: True ready, False failed for good, None not yet."""
+        self.result.info = info
         good, terminal, reason = _assess(info, self.target.require_healthy)
         if reason != self.last_reason:
             self.on_line(f"container: {reason}")
@@ -160,7 +171,7 @@ def watch_ready(
     ``stable_s`` since its start; an exited container fails at once."""
     start = clock()
     deadline = start + target.deadline_s
-    with httpx.Client(follow_redirects=False) as client:
+    with httpx.Client(follow_redirects=False, verify=_tls()) as client:
         prober = None
         if target.health_url:
             prober = _Prober(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from moonmind.workflows.orchestrator.enums import ArtifactType, StepName
@@ -16,6 +17,17 @@ from moonmind.workflows.orchestrator.steps.context import (
 Snapshot = dict[str, tuple[str, str]]  # service -> (container id, started at)
 
 
+def stamped(out: Callable[[str], None], began: float | None = None) -> Callable[[str], None]:
+    """A line sink that stamps each line with the seconds since ``began`` (the step's start;
+    monotonic clock), to show in the log where a step's time went."""
+    began = time.monotonic() if began is None else began
+
+    def write(line: str) -> None:
+        out(f"[+{time.monotonic() - began:.3f}s] {line}")
+
+    return write
+
+
 def _write(out: Callable[[str], None], label: str, snapshot: Snapshot) -> None:
     for service, (cid, started) in sorted(snapshot.items()):
         out(f"{label} {service}: container {cid[:12]} started {started}")
@@ -25,10 +37,12 @@ def restart(ctx: StepContext) -> StepResult:
     svc = ctx.service
     name = svc.service
     params = ctx.params(RestartParameters)
+    began = time.monotonic()
     engine = connect()
     try:
         before = engine.services_snapshot(svc.project)
-        with ctx.log(StepName.RESTART, "restart.log", type=ArtifactType.RESTART_LOG) as out:
+        with ctx.log(StepName.RESTART, "restart.log", type=ArtifactType.RESTART_LOG) as log:
+            out = stamped(log, began)
             _write(out, "before", before)
             out(f"$ {' '.join(params.argv)}")
             code = svc.compose().up_no_deps(name, out, timeout_s=ctx.up_timeout_s)

@@ -3,7 +3,6 @@ then show the service is as healthy as it was before the run."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ from moonmind.workflows.orchestrator.steps.context import (
     StepResult,
     connect,
 )
+from moonmind.workflows.orchestrator.steps.restart import stamped
 from moonmind.workflows.orchestrator.steps.verify import service_checks
 
 UNVERIFIED = "rollback_unverified"
@@ -79,19 +79,9 @@ def _verify_restored(
     )
 
 
-def _timed(out: Callable[[str], None]) -> Callable[[str], None]:
-    """A line sink that stamps each line with the seconds since the rollback began."""
-    began = time.monotonic()
-
-    def write(line: str) -> None:
-        out(f"[+{time.monotonic() - began:.3f}s] {line}")
-
-    return write
-
-
 def rollback(ctx: StepContext) -> StepResult:
     with ctx.log(StepName.ROLLBACK, "rollback.log", type=ArtifactType.ROLLBACK_LOG) as log:
-        out = _timed(log)
+        out = stamped(log)
         restored = preimages.restore(ctx, out)
         built = ctx.result_of(StepName.BUILD)
         image_ref = built.get("rollback_image")

@@ -22,7 +22,8 @@ from moonmind.workflows.orchestrator.steps.dependents import check_dependents
 def service_checks(
     ctx: StepContext, engine: Engine, params: VerifyParameters, out: Callable[[str], None]
 ) -> tuple[bool, str, dict[str, Any]]:
-    """(ready, why, evidence): every probe attempt and how long the container stayed up."""
+    """(ready, why, evidence): every probe attempt, how long the container stayed up and
+    the container as the last look saw it."""
     svc = ctx.service
     backoff = params.backoff
     out(
@@ -47,7 +48,8 @@ def service_checks(
         ),
         out,
     )
-    return readiness.ok, readiness.reason, readiness.evidence()
+    evidence = {**readiness.evidence(), "container": describe_container(readiness.info)}
+    return readiness.ok, readiness.reason, evidence
 
 
 def verify(ctx: StepContext) -> StepResult:
@@ -59,15 +61,13 @@ def verify(ctx: StepContext) -> StepResult:
             ok, reason, evidence = service_checks(ctx, engine, params, out)
             if ok:  # the services that depend_on it must still be healthy
                 ok, reason = check_dependents(ctx, engine, out, reason)
-        final = engine.container_for(svc.project, svc.service)
+        if not ok:  # a healthy verdict keeps the container its last look saw
+            evidence["container"] = describe_container(
+                engine.container_for(svc.project, svc.service)
+            )
     finally:
         engine.close()
-    result = {
-        "healthy": ok,
-        "reason": reason,
-        **evidence,
-        "container": describe_container(final),
-    }
+    result = {"healthy": ok, "reason": reason, **evidence}
     if not ok:
         raise StepFailed(f"verification failed: {reason}", result=result)
     return StepResult(f"healthy: {reason}", result)
