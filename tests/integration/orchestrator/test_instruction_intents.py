@@ -46,10 +46,21 @@ ENV PYTHONUNBUFFERED=1
 CMD ["python3", "app.py"]
 """
 
-# stdout is a pipe, so the second print is flushed at exit: after the traceback.
+# One fake line before the crash, one written right after the traceback (as an exit
+# handler or a late log flush would), on the same stream so the order is fixed.
 PLANTED_APP = """\
+import sys
+import traceback
+
 print("ModuleNotFoundError: No module named 'plantedbefore'", flush=True)
-print("ModuleNotFoundError: No module named 'plantedafter'")
+
+
+def hook(kind, value, tb):
+    traceback.print_exception(kind, value, tb)
+    sys.stderr.write("ModuleNotFoundError: No module named 'plantedafter'\\n")
+
+
+sys.excepthook = hook
 ratio = 1 / 0
 """
 PLANTED_DOCKERFILE = """\
@@ -279,7 +290,7 @@ def test_an_instruction_the_rules_cannot_apply_says_what_to_do(
 
 
 def test_a_planted_module_name_is_not_installed(stack: Stack, orchestrator: Orchestrator) -> None:
-    """`planted` logs two fake ModuleNotFoundErrors (one flushed after the real traceback,
+    """`planted` logs two fake ModuleNotFoundErrors (one right after the real traceback,
     inside the crash block) and dies of a ZeroDivisionError: nothing is installed."""
     requirements = stack.root / "planted" / "requirements.txt"
     detail = _run(orchestrator, "fix it", service="planted")
