@@ -185,31 +185,51 @@ def sweep_once(db: Database, settings: Settings) -> int:
     return sum(1 for item in found if item.task_id)
 
 
+def database_answers(db: Database) -> None:
+    """Raise unless the database answers a trivial query."""
+    with db.session() as session:
+        session.execute(select(1))
+
+
 class SweeperThread(threading.Thread):
     """Runs inside a worker: every `interval_s`, re-deliver what dead workers left behind.
 
     After a sweep fails (the database is unreachable, so no heartbeat could be written
-    either), the next ``grace_s`` pass without sweeping: every run would look stale."""
+    either), it only ``probe``s each round; once the database answers again, ``grace_s``
+    pass before the next sweep, so the heartbeats of live steps are fresh when judged."""
 
     def __init__(
-        self, sweep: Callable[[], object], interval_s: float, grace_s: float = 0.0
+        self,
+        sweep: Callable[[], object],
+        interval_s: float,
+        grace_s: float = 0.0,
+        probe: Callable[[], object] | None = None,
     ) -> None:
         super().__init__(name="orchestrator-sweeper", daemon=True)
         self._sweep = sweep
         self._interval_s = interval_s
         self._grace_s = grace_s
-        self._blind_until = 0.0
+        self._probe = probe
+        self._blind = False  # the last sweep failed: wait until the database answers
+        self._resume_at = 0.0
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.wait(self._interval_s):
-            if time.monotonic() < self._blind_until:
-                continue
             try:
-                self._sweep()
+                self._tick()
             except Exception:  # the next round tries again
                 log.exception("sweep failed")
-                self._blind_until = time.monotonic() + self._grace_s
+                self._blind = self._probe is not None
+                self._resume_at = time.monotonic() + self._grace_s
+
+    def _tick(self) -> None:
+        if self._blind and self._probe is not None:
+            self._probe()  # raises while the database is still away
+            self._blind = False
+            self._resume_at = time.monotonic() + self._grace_s
+        if time.monotonic() >= self._resume_at:
+            self._sweep()
 
     def stop(self) -> None:
         self._stop_event.set()

@@ -33,7 +33,7 @@ from moonmind.workflows.orchestrator.enums import StepName
 from moonmind.workflows.orchestrator.metrics import Metrics, metrics_from_settings
 from moonmind.workflows.orchestrator.retention import periodic_prune
 from moonmind.workflows.orchestrator.steps import STEP_FUNCTIONS, StepFailed, StepOutcome
-from moonmind.workflows.orchestrator.sweeper import SweeperThread, sweep_once
+from moonmind.workflows.orchestrator.sweeper import SweeperThread, database_answers, sweep_once
 from moonmind.workflows.orchestrator.webhook_delivery import start_dispatcher
 
 log = logging.getLogger("moonmind.orchestrator")
@@ -179,9 +179,10 @@ def execute_step(step: StepName, run_id: uuid.UUID, task_id: str | None) -> None
     outcome = _run_step(step, claimed, settings.heartbeat_seconds)
     duration = time.monotonic() - began
     started = claimed
-    after = _until_database(
-        "record", lambda: transitions.record(db, _metrics(), started, outcome, duration)
-    )
+    with _heartbeat(db, run_id, settings.heartbeat_seconds):  # alive while it waits to record
+        after = _until_database(
+            "record", lambda: transitions.record(db, _metrics(), started, outcome, duration)
+        )
     if after.queued is not None:  # the next step goes out right after the commit
         enqueue(settings, after.queued)
     log_event(
@@ -223,6 +224,7 @@ def _start_sweeper(**_: Any) -> None:
         lambda: sweep_once(_database(), settings),
         settings.sweep_interval_seconds,
         grace_s=settings.stale_after_seconds,
+        probe=lambda: database_answers(_database()),
     ).start()
     start_dispatcher(_database, settings)  # webhook deliveries, off the steps' path
     if settings.prune_older_than is not None:  # retention, every prune_interval

@@ -58,7 +58,8 @@ def _queued(db: Database, service: str, **kwargs: object) -> tuple[uuid.UUID, st
 def _pending_id(db: Database, run_id: uuid.UUID, step: StepName) -> str:
     with db.session() as session:
         row = repo.latest_task_state(session, run_id, step)
-        assert row is not None and row.state == TaskStateName.PENDING, row
+        assert row is not None
+        assert row.state == TaskStateName.PENDING, row
         assert row.celery_task_id is not None
         return row.celery_task_id
 
@@ -125,7 +126,8 @@ def test_a_lost_rollback_is_sent_again_as_a_rollback(db: Database, settings: Set
     _step(db, settings, run_id, StepName.ANALYZE)
     _step(db, settings, run_id, StepName.PATCH)
     after = _step(db, settings, run_id, StepName.BUILD, StepFailed("build broke"))
-    assert after.queued is not None and after.queued.step == StepName.ROLLBACK
+    assert after.queued is not None
+    assert after.queued.step == StepName.ROLLBACK
     # The rollback message is lost: the sweeper sends a rollback, not the plan's `restart`.
     found = sweeper.find_stale(db, stale_after_s=60, now=LATER)
     assert [f.step for f in found] == [StepName.ROLLBACK]
@@ -156,7 +158,8 @@ def test_a_run_that_exhausts_its_attempts_after_a_patch_is_rolled_back(
     for attempt in (1, 2, 3):
         task_id = _pending_id(db, run_id, StepName.BUILD)
         started = transitions.claim(db, settings, StepName.BUILD, run_id, task_id)
-        assert isinstance(started, transitions.Started) and started.attempt == attempt
+        assert isinstance(started, transitions.Started)
+        assert started.attempt == attempt
         now += timedelta(hours=1)
         found = sweeper.find_stale(db, stale_after_s=60, now=now)
         assert len(found) == 1
@@ -169,7 +172,8 @@ def test_a_run_that_exhausts_its_attempts_after_a_patch_is_rolled_back(
     rollback = transitions.claim(db, settings, StepName.ROLLBACK, run_id, found[0].task_id)
     assert isinstance(rollback, transitions.Started)
     closed = transitions.record(db, NO_METRICS, rollback, StepResult("restored"), 0.1)
-    assert closed.closed is not None and closed.closed.status == RunStatus.ROLLED_BACK
+    assert closed.closed is not None
+    assert closed.closed.status == RunStatus.ROLLED_BACK
 
 
 def test_runs_of_one_service_start_in_submission_order_within_a_priority(
@@ -197,3 +201,38 @@ def test_runs_of_one_service_start_in_submission_order_within_a_priority(
             order.append(run_id)
             transitions.record(db, NO_METRICS, got, StepFailed("no patch derived"), 0.1)
     assert order == [urgent, first, second]
+
+
+def test_after_a_failed_sweep_the_sweeper_waits_for_the_database_then_a_grace() -> None:
+    """No heartbeat could be written while the database was away: sweeping right after it
+    returns would take every live step for dead."""
+    import threading
+    import time
+
+    calls: list[str] = []
+    database_up = threading.Event()
+
+    def sweep() -> None:
+        calls.append("sweep")
+        if not database_up.is_set():
+            raise ConnectionError("database down")
+
+    def probe() -> None:
+        calls.append("probe")
+        if not database_up.is_set():
+            raise ConnectionError("database down")
+
+    thread = sweeper.SweeperThread(sweep, 0.01, grace_s=0.3, probe=probe)
+    thread.start()
+    try:
+        time.sleep(0.1)
+        assert calls[0] == "sweep"
+        assert set(calls[1:]) == {"probe"}  # blind: only probing
+        database_up.set()
+        back = time.monotonic()
+        while "sweep" not in calls[1:]:
+            time.sleep(0.01)
+        assert time.monotonic() - back >= 0.3
+    finally:
+        thread.stop()
+        thread.join()

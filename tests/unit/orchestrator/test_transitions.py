@@ -79,9 +79,7 @@ def test_claim_runs_a_pending_run_and_a_second_delivery_is_dropped(
     # Another message for a step already taken is a duplicate, whatever the heartbeat says.
     assert transitions.claim(db, settings, StepName.ANALYZE, run_id, "task-other") is None
     # Watched and found still: the first worker is gone; attempt 2 takes over, once.
-    again = transitions.claim(
-        db, settings, StepName.ANALYZE, run_id, "task-1", contested.heartbeat
-    )
+    again = transitions.claim(db, settings, StepName.ANALYZE, run_id, "task-1", contested.heartbeat)
     assert isinstance(again, transitions.Started)
     assert again.attempt == 2
     late = transitions.claim(db, settings, StepName.ANALYZE, run_id, "task-1", contested.heartbeat)
