@@ -32,12 +32,8 @@ from moonmind.utils.logging import log_event
 from moonmind.workflows.orchestrator import policies, repositories
 from moonmind.workflows.orchestrator.errors import Forbidden, OrchestratorError, RunNotFound
 from moonmind.workflows.orchestrator.plan import context_of
-from moonmind.workflows.orchestrator.service import (
-    approve_run,
-    cancel_run,
-    retry_run,
-    submit_run,
-)
+from moonmind.workflows.orchestrator.retry import retry_run
+from moonmind.workflows.orchestrator.service import approve_run, cancel_run, submit_run
 
 router = APIRouter(include_in_schema=False)
 

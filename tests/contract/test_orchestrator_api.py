@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from amqp.exceptions import NotFound
 from kombu import Connection
 from openapi_schema_validator import OAS30Validator
 from sqlalchemy import select
@@ -305,8 +306,12 @@ def seeded(db: Database, store: ArtifactStore) -> Seeded:
 
 
 def queued_messages(amqp_url: str, queue: str) -> int:
+    """Messages waiting in ``queue``; 0 for a queue nothing was ever published to."""
     with Connection(amqp_url) as conn:
-        _, count, _ = conn.default_channel.queue_declare(queue=queue, passive=True)
+        try:
+            _, count, _ = conn.default_channel.queue_declare(queue=queue, passive=True)
+        except NotFound:
+            return 0
     return int(count)
 
 
@@ -907,6 +912,23 @@ class TestAuthentication:
         assert response.status_code == 202, response.text
         detail = (await authed.get(f"/orchestrator/runs/{run_id}", headers=VIC.headers)).json()
         assert detail["metrics_snapshot"]["retried_by"] == ["alice"]
+
+    async def test_retry_of_a_protected_run_waits_at_its_gate_again(
+        self, authed: httpx.AsyncClient, db: Database, amqp_url: str, queue_name: str
+    ) -> None:
+        """A retry voids the approval the run had: resumed at its gated step, it waits."""
+        run_id = _run_with(db, RunStatus.ROLLED_BACK, protected=True)  # resumes at patch
+        response = await authed.post(f"/orchestrator/runs/{run_id}/retry", headers=ALICE.headers)
+        assert response.status_code == 202, response.text
+        assert response.json()["status"] == "awaiting_approval", response.json()
+        assert response.json()["approval_status"] == "awaiting"
+        assert queued_messages(amqp_url, queue_name) == 0  # nothing runs before the approval
+        approved = await authed.post(
+            f"/orchestrator/runs/{run_id}/approvals", json=APPROVAL, headers=BOB.headers
+        )
+        assert approved.status_code == 200, approved.text
+        assert approved.json()["status"] == "running"
+        assert queued_messages(amqp_url, queue_name) == 1  # the gated step, patch
 
     async def test_local_principal_without_configured_principals(
         self, client: httpx.AsyncClient

@@ -31,12 +31,8 @@ from moonmind.workflows.orchestrator import repositories, serializers, webhooks
 from moonmind.workflows.orchestrator.enums import RunStatus
 from moonmind.workflows.orchestrator.errors import ArtifactMissing, ArtifactNotFound, RunNotFound
 from moonmind.workflows.orchestrator.events import RunFollower
-from moonmind.workflows.orchestrator.service import (
-    approve_run,
-    cancel_run,
-    retry_run,
-    submit_run,
-)
+from moonmind.workflows.orchestrator.retry import retry_run
+from moonmind.workflows.orchestrator.service import approve_run, cancel_run, submit_run
 from moonmind.workflows.orchestrator.storage import ArtifactPathError, ArtifactStore
 
 router = APIRouter(prefix="/orchestrator", tags=["orchestrator-runs"])

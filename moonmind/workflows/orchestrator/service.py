@@ -14,7 +14,7 @@ from api_service.db.base import Database
 from api_service.db.models import OrchestratorRun
 from moonmind.auth import Principal
 from moonmind.config import Settings
-from moonmind.schemas.workflow_models import ApprovalRequest, RetryRequest, RunCreate
+from moonmind.schemas.workflow_models import ApprovalRequest, RunCreate
 from moonmind.workflows.orchestrator import audit, cancellation, policies
 from moonmind.workflows.orchestrator import repositories as repo
 from moonmind.workflows.orchestrator.action_plan import (
@@ -36,18 +36,15 @@ from moonmind.workflows.orchestrator.dispatch import (
     queue_of,
 )
 from moonmind.workflows.orchestrator.enums import (
-    STEP_ORDER,
     ApprovalRequirement,
     RunStatus,
     StepName,
-    StepStatus,
     TaskStateName,
 )
 from moonmind.workflows.orchestrator.errors import (
     ApprovalConflict,
     ComposeUnavailable,
     Forbidden,
-    RetryConflict,
     RunNotFound,
 )
 from moonmind.workflows.orchestrator.metrics import Metrics, metrics_from_settings
@@ -283,99 +280,6 @@ def _resume_at_gate(
         waited_s = (now - datetime.fromisoformat(asked)).total_seconds()
         repo.set_metrics(session, run, approval_wait_seconds=round(waited_s, 3))
     return _queue(session, run, step)
-
-
-def retry_run(
-    settings: Settings,
-    db: Database,
-    run_id: uuid.UUID,
-    request: RetryRequest,
-    principal: Principal,
-) -> OrchestratorRun:
-    """Replay a failed or rolled-back run from a step that is safe to repeat.
-
-    A retry voids an earlier approval: a protected run waits at its gate again."""
-    with db.session() as session:
-        run = repo.get_run(session, run_id, for_update=True)
-        if run is None:
-            raise RunNotFound(run_id)
-        if run.status not in (RunStatus.FAILED, RunStatus.ROLLED_BACK):
-            raise RetryConflict(
-                f"run is {run.status.value}; only failed or rolled_back runs can be retried"
-            )
-        plan = Plan.of(run.action_plan)
-        step = _resume_step(run.status, plan, request.resume_from_step)
-        for name in _steps_to_reset(plan, step):
-            repo.update_step(
-                session,
-                run,
-                name,
-                status=StepStatus.PENDING,
-                started_at=None,
-                completed_at=None,
-                celery_task_id=None,
-                message=None,
-                artifact_refs=[],
-                result={},
-            )
-        latest = repo.latest_task_state(session, run.id, step)
-        queued = _queue(session, run, step, attempt=(latest.attempt + 1) if latest else 1)
-        note = f"retry from {step.value}" + (f": {request.reason}" if request.reason else "")
-        snapshot = run.metrics_snapshot or {}
-        retries = [*snapshot.get("retries", []), note]
-        retried_by = [*snapshot.get("retried_by", []), principal.id]
-        repo.set_metrics(session, run, retries=retries, retried_by=retried_by)
-        audit.note(session, run, "retry", principal.id, note=note)
-        run.approval = None
-        run.status = RunStatus.PENDING
-        run.completed_at = None
-        run.message = note
-        session.flush()
-    enqueue(settings, queued)
-    return _reload(db, run_id)
-
-
-def _steps_to_reset(plan: Plan, step: StepName) -> list[StepName]:
-    """The resumed step and every later one (a resumed rollback resets only itself)."""
-    if step == StepName.ROLLBACK:
-        wanted = [StepName.ROLLBACK]
-    else:
-        wanted = [name for name in STEP_ORDER if STEP_ORDER.index(name) >= STEP_ORDER.index(step)]
-    return [name for name in wanted if plan.has(name)]
-
-
-def _resume_step(status: RunStatus, plan: Plan, asked: str | None) -> StepName:
-    failed = next(
-        (
-            s.name
-            for s in plan.steps
-            if s.status == StepStatus.FAILED and s.name != StepName.ROLLBACK
-        ),
-        None,
-    )
-    rollback_failed = plan.has(StepName.ROLLBACK) and (
-        plan.step(StepName.ROLLBACK).status == StepStatus.FAILED
-    )
-    if status == RunStatus.ROLLED_BACK:
-        # The rollback put the files and the image back: everything after analyze is undone.
-        default = StepName.PATCH
-    elif rollback_failed:
-        default = StepName.ROLLBACK
-    else:
-        default = failed or StepName.ANALYZE
-    if asked is None:
-        return default
-    step = StepName(asked)
-    if step == StepName.ROLLBACK:
-        if not rollback_failed:
-            raise RetryConflict("only a failed rollback can be resumed from rollback")
-        return step
-    if STEP_ORDER.index(step) > STEP_ORDER.index(default):
-        raise RetryConflict(
-            f"resuming from {step.value} would skip {default.value}, which did not complete; "
-            f"resume from {default.value} or earlier"
-        )
-    return step
 
 
 def cancel_run(

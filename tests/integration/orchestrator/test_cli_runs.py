@@ -383,7 +383,10 @@ def test_approve_retry_and_cancel_on_a_protected_service(env: Env) -> None:
     assert "resume from patch" in too_late.stderr, too_late.stderr
     retried = env.cli("runs", "retry", run_id, "--from", "patch", "--reason", "once more")
     assert retried.returncode == 0, retried.stderr
-    assert f"run {run_id}: pending" in retried.stdout
+    # the approval it had is void: resumed at its gated step (pre-run: patch), it waits again
+    assert f"run {run_id}: awaiting_approval" in retried.stdout, retried.stdout
+    again = env.cli("runs", "approve", run_id, "--as", "bob", caller=BOB)
+    assert again.returncode == 0, again.stderr
     detail = env.wait(run_id, TERMINAL)
     attempts = [t["plan_step"] for t in detail["task_states"]]
     assert attempts.count("analyze") == 1  # resumed at patch: analyze did not run again
