@@ -106,7 +106,7 @@ def claim(
         if plan.step(step).status == StepStatus.SUCCEEDED:
             nxt = next_step(plan, step)
             return AlreadyDone(nxt) if nxt is not None else None
-        latest = repo.latest_task_state(session, run_id, step)
+        latest = _newest_row(session, run_id, step, task_id)
         verdict = _verdict(settings, run, latest, task_id, owner_gone_since)
         if verdict is None or isinstance(verdict, Contested):
             return verdict
@@ -134,6 +134,24 @@ def claim(
             repo.set_metrics(session, run, worker_hosts={step.value: settings.host})
         cancelled = run.cancel_requested_at is not None and step != StepName.ROLLBACK
         return Started(context_for(settings, run), queued, attempt, cancelled)
+
+
+def _newest_row(
+    session: Session, run_id: uuid.UUID, step: StepName, task_id: str | None
+) -> TaskState | None:
+    """The step's newest task-state row. A message queued under a reused attempt number
+    (a PENDING row below an older attempt, e.g. an approval after a retry) becomes the
+    newest attempt, so that it is this message that the compare-and-set expects."""
+    rows = [r for r in repo.list_task_states(session, run_id) if r.plan_step == step]
+    if not rows:
+        return None
+    newest = max(rows, key=lambda r: r.attempt)
+    queued = [r for r in rows if r.state == TaskStateName.PENDING and r.celery_task_id == task_id]
+    if queued and queued[0] is not newest and task_id is not None:
+        queued[0].attempt = newest.attempt + 1
+        session.flush()
+        return queued[0]
+    return newest
 
 
 def _verdict(

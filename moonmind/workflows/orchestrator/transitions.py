@@ -94,8 +94,14 @@ def record(
         if after.queued is None:
             return after
         nxt = after.queued
+        earlier = repo.latest_task_state(session, run.id, nxt.step)  # e.g. before a retry
         repo.record_task_state(
-            session, run.id, nxt.step, TaskStateName.PENDING, celery_task_id=nxt.task_id
+            session,
+            run.id,
+            nxt.step,
+            TaskStateName.PENDING,
+            celery_task_id=nxt.task_id,
+            attempt=earlier.attempt + 1 if earlier is not None else 1,
         )
         return after
 

@@ -236,3 +236,29 @@ def test_after_a_failed_sweep_the_sweeper_waits_for_the_database_then_a_grace() 
     finally:
         thread.stop()
         thread.join()
+
+
+def test_a_step_queued_again_under_a_reused_attempt_number_is_claimed(
+    db: Database, settings: Settings
+) -> None:
+    """A build that was taken over once (attempts 1 lost, 2 done) and is queued again, as
+    an approval or a retry does, under attempt 1: its message is the one expected."""
+    run_id, _ = _queued(db, "again")
+    _step(db, settings, run_id, StepName.ANALYZE)
+    _step(db, settings, run_id, StepName.PATCH)
+    build_id = _pending_id(db, run_id, StepName.BUILD)
+    first = transitions.claim(db, settings, StepName.BUILD, run_id, build_id)
+    assert isinstance(first, transitions.Started)
+    taken = transitions.claim(db, settings, StepName.BUILD, run_id, build_id, LATER)
+    assert isinstance(taken, transitions.Started)
+    assert taken.attempt == 2
+    with db.session() as session:
+        run = repo.get_run(session, run_id)
+        assert run is not None
+        repo.update_step(session, run, StepName.BUILD, status=StepStatus.PENDING)
+        repo.record_task_state(
+            session, run_id, StepName.BUILD, TaskStateName.PENDING, celery_task_id="again-1"
+        )
+    again = transitions.claim(db, settings, StepName.BUILD, run_id, "again-1")
+    assert isinstance(again, transitions.Started)
+    assert again.attempt == 3
