@@ -133,7 +133,11 @@ def claim(
         if settings.host:  # which Docker host's worker took each step
             repo.set_metrics(session, run, worker_hosts={step.value: settings.host})
         cancelled = run.cancel_requested_at is not None and step != StepName.ROLLBACK
-        return Started(context_for(settings, run), queued, attempt, cancelled)
+        ctx = context_for(settings, run)
+        if step == StepName.RESTART:  # it checks that no other service changed
+            held = repo.services_held_by_others(session, ctx.service.project, exclude=run_id)
+            ctx.busy_services = frozenset(held)
+        return Started(ctx, queued, attempt, cancelled)
 
 
 def _newest_row(

@@ -157,6 +157,16 @@ def active_run_for_service(
     return None
 
 
+def services_held_by_others(session: Session, project: str, *, exclude: uuid.UUID) -> set[str]:
+    """The services of ``project`` that other active runs hold (they may recreate them)."""
+    stmt = select(OrchestratorRun).where(
+        OrchestratorRun.status.in_([RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL]),
+        OrchestratorRun.id != exclude,
+    )
+    runs = session.scalars(stmt).unique()
+    return {r.target_service for r in runs if context_of(r.action_plan).project == project}
+
+
 def transition_run(
     session: Session,
     run_id: uuid.UUID,

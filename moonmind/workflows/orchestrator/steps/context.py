@@ -74,6 +74,7 @@ class StepContext:
     agent_timeout_s: float = 600.0
     build_timeout_s: float | None = None  # compose build's own deadline (None: no limit)
     up_timeout_s: float | None = None  # compose up's own deadline
+    busy_services: frozenset[str] = frozenset()  # held by other active runs: they may change
     on_line: Callable[[str, str], None] = lambda step, line: None
     produced: list[ProducedArtifact] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)  # what a step's source adds to its result

@@ -49,9 +49,11 @@ def restart(ctx: StepContext) -> StepResult:
             out(f"exit code {code}")
             after = engine.services_snapshot(svc.project)
             _write(out, "after", after)
-            disturbed = sorted(
-                s for s, state in before.items() if s != name and after.get(s) != state
-            )
+            changed = {s for s, state in before.items() if s != name and after.get(s) != state}
+            # another active run's service may be recreated by that run meanwhile
+            disturbed = sorted(changed - ctx.busy_services)
+            for other in sorted(changed & ctx.busy_services):
+                out(f"{other} changed too: another active run holds it")
             if disturbed:
                 out(f"other services changed: {', '.join(disturbed)}")
     finally:
