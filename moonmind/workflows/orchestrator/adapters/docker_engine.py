@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -105,6 +106,32 @@ class ContainerInfo:
         )
 
 
+_LISTED_EXIT = re.compile(r"^(?:Exited|Restarting) \((-?\d+)\)")
+_LISTED_HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
+
+
+def _from_listing(entry: dict[str, Any]) -> ContainerInfo:
+    """What one row of the container listing says (no inspect): state, exit code, health,
+    image, published ports. Start time, restart count and the rest stay unset."""
+    shown = str(entry.get("Status") or "")
+    exit_code = int(m.group(1)) if (m := _LISTED_EXIT.match(shown)) else 0
+    health = m.group(1).removeprefix("health: ") if (m := _LISTED_HEALTH.search(shown)) else None
+    names = entry.get("Names") or [""]
+    return ContainerInfo(
+        id=str(entry.get("Id", "")),
+        name=str(names[0]).lstrip("/"),
+        status=str(entry.get("State") or "unknown"),
+        exit_code=exit_code,
+        restart_count=0,
+        health=health,
+        started_at="",
+        image_id=str(entry.get("ImageID", "")),
+        oom_killed=False,
+        signal=exit_code - 128 if 128 < exit_code < 160 else None,
+        ports=tuple(sorted({int(p["PrivatePort"]) for p in entry.get("Ports") or []})),
+    )
+
+
 def _ports(*tables: dict[str, Any] | None) -> tuple[int, ...]:
     """Container ports named by keys such as "5432/tcp"."""
     numbers = {key.split("/")[0] for table in tables for key in (table or {})}
@@ -188,11 +215,32 @@ class Engine:
             snapshot.setdefault(service, (info.id, info.started_at))
         return snapshot
 
-    def stack(self, project: str) -> dict[str, ContainerInfo]:
-        """service -> its newest container, for every service of the project."""
-        found: dict[str, ContainerInfo] = {}
-        for service, info in self._project_services(project):
-            found.setdefault(service, info)
+    def stack(self, project: str, *, focus: str | None = None) -> dict[str, ContainerInfo]:
+        """service -> its newest container, for every service of the project.
+
+        With ``focus`` only that service's container is inspected; the others are what the
+        one listing says (state, exit code, health; ports only as published, none under
+        host networking). Without it every container is inspected."""
+        if focus is None:
+            found: dict[str, ContainerInfo] = {}
+            for service, info in self._project_services(project):
+                found.setdefault(service, info)
+            return found
+        with _engine_call(f"list containers of project {project}"):
+            listed = self._client.api.containers(
+                all=True, filters={"label": [f"{PROJECT_LABEL}={project}"]}
+            )
+        newest: dict[str, dict[str, Any]] = {}
+        for entry in sorted(listed, key=lambda e: int(e.get("Created") or 0), reverse=True):
+            labels = entry.get("Labels") or {}
+            if labels.get(ONEOFF_LABEL, "False") != "True":
+                newest.setdefault(str(labels.get(SERVICE_LABEL, "")), entry)
+        found = {service: _from_listing(entry) for service, entry in newest.items()}
+        if focus in newest:
+            with _engine_call(f"inspect {newest[focus]['Id']}"):
+                attrs = self._inspect(str(newest[focus]["Id"]))
+            if attrs is not None:
+                found[focus] = ContainerInfo.from_attrs(attrs)
         return found
 
     def with_oom_event(self, info: ContainerInfo) -> ContainerInfo:

@@ -35,6 +35,12 @@ _REFUSED_ADDR = (
 _LOCAL = {"127.0.0.1", "localhost", "0.0.0.0", "::1", "[::1]"}
 
 
+def looks_at_peers(block: str) -> bool:
+    """The crash names a taken port or a refused peer: the rules look among the stack's
+    other services, whose ports only a full inspect shows."""
+    return bool(_IN_USE.search(block) or _REFUSED.search(block))
+
+
 def _line_of(text: str, pattern: re.Pattern[str]) -> str:
     return next((line.strip() for line in text.splitlines() if pattern.search(line)), "")
 

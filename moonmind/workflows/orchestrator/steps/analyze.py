@@ -15,9 +15,10 @@ from moonmind.workflows.orchestrator.diagnosis.analyzers import (
     outcome,
     suggested_run,
 )
-from moonmind.workflows.orchestrator.diagnosis.evidence import Evidence, ServiceState
+from moonmind.workflows.orchestrator.diagnosis.evidence import Evidence, ServiceState, crash_block
 from moonmind.workflows.orchestrator.diagnosis.intent_edits import plan_intent
 from moonmind.workflows.orchestrator.diagnosis.intents import parse_intent
+from moonmind.workflows.orchestrator.diagnosis.network import looks_at_peers
 from moonmind.workflows.orchestrator.diagnosis.rules import rule_target
 from moonmind.workflows.orchestrator.enums import ArtifactType
 from moonmind.workflows.orchestrator.plan import AnalyzeParameters
@@ -110,12 +111,15 @@ def analyze(ctx: StepContext) -> StepResult:
     params = ctx.params(AnalyzeParameters)
     engine = connect()
     try:
-        stack = engine.stack(svc.project)  # one listing: the service and its siblings
+        # One listing and one inspect: the other services as the listing shows them.
+        stack = engine.stack(svc.project, focus=svc.service)
         info = stack.get(svc.service)
         if info is not None:
             info = engine.with_oom_event(info)
         raw = engine.logs(info.id, tail=params.log_tail_lines) if info is not None else ""
         logs = ctx.redactor.redact(raw)
+        if looks_at_peers(crash_block(logs)):  # which service holds that port: inspect all
+            stack = {**engine.stack(svc.project), **({svc.service: info} if info else {})}
     finally:
         engine.close()
     evidence = gather_evidence(svc.service, info, logs, stack, ctx.instruction)
