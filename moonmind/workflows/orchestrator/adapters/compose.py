@@ -35,6 +35,10 @@ class ComposeError(Exception):
     """Raised when the compose CLI is missing, fails, or produces unusable output."""
 
 
+# A container compose renamed before recreating it: "<12 hex of its id>_<its name>".
+_INTERRUPTED_NAME = re.compile(r"^[0-9a-f]{12}_(.+)$")
+
+
 def detect_compose_command(override: str | None = None) -> list[str]:
     """Pick the compose CLI: explicit override, then the v2 plugin, then v1."""
     if override and override.strip():
@@ -126,7 +130,47 @@ class Compose:
 
     def up_no_deps(self, service: str, on_line: LineSink, *, timeout_s: float | None = None) -> int:
         """Recreate only ``service`` (never its dependencies); returns the exit code."""
+        self.repair_interrupted_recreate(service, on_line)
         return self.run(["up", "-d", "--no-deps", service], on_line, timeout_s=timeout_s)
+
+    def repair_interrupted_recreate(self, service: str, on_line: LineSink) -> None:
+        """Undo what a compose killed mid-recreate left: the old container renamed
+        ``<id>_<name>``, which makes every later `up` fail. It gets its name back, or is
+        removed when a container of that name was already created."""
+        try:
+            self._repair(service, on_line)
+        except (OSError, subprocess.SubprocessError):  # no docker CLI: `up` will say more
+            return
+
+    def _repair(self, service: str, on_line: LineSink) -> None:
+        project = normalize_project_name(self.project, self.command)
+        listing = subprocess.run(
+            [
+                "docker",
+                "ps",
+                "-a",
+                "--filter",
+                f"label=com.docker.compose.project={project}",
+                "--filter",
+                f"label=com.docker.compose.service={service}",
+                "--format",
+                "{{.ID}} {{.Names}}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=_CONFIG_TIMEOUT_S,
+            check=False,
+        )
+        rows = [line.split(" ", 1) for line in listing.stdout.splitlines() if " " in line]
+        names = {name for _, name in rows}
+        for cid, name in rows:
+            renamed = _INTERRUPTED_NAME.match(name)
+            if renamed is None:
+                continue
+            original = renamed.group(1)
+            action = ["rm", "-f", cid] if original in names else ["rename", cid, original]
+            subprocess.run(["docker", *action], capture_output=True, timeout=60, check=False)
+            on_line(f"repaired an interrupted recreate: docker {' '.join(action)} ({name})")
 
     def run(self, args: Sequence[str], on_line: LineSink, *, timeout_s: float | None = None) -> int:
         """Run any compose subcommand, forwarding each output line as soon as it appears."""
