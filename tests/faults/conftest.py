@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -83,14 +84,18 @@ def slow_compose(directory: Path, pause_s: float = 4.0) -> str:
     folder.mkdir(exist_ok=True)
     script = folder / Path(real[0]).name
     binary = shutil.which(real[0]) or real[0]
+    # Python, not sh: the real compose must die with this wrapper as it would die with the
+    # worker (PR_SET_PDEATHSIG, kept across exec, is set again for the grandchild).
     script.write_text(
-        "#!/bin/sh\n"
-        f'{" ".join([binary, *real[1:]])} "$@"\n'
-        "code=$?\n"
-        'for arg in "$@"; do\n'
-        f'  case "$arg" in build|up) sleep {pause_s}; break;; esac\n'
-        "done\n"
-        "exit $code\n"
+        f"#!{sys.executable}\n"
+        "import ctypes, signal, subprocess, sys, time\n"
+        "def die_with_parent():\n"
+        "    ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGKILL)\n"
+        f"argv = {[binary, *real[1:]]!r} + sys.argv[1:]\n"
+        "code = subprocess.call(argv, preexec_fn=die_with_parent)\n"
+        "if {'build', 'up'} & set(sys.argv[1:]):\n"
+        f"    time.sleep({pause_s})\n"
+        "sys.exit(code)\n"
     )
     script.chmod(0o755)
     return str(script)
