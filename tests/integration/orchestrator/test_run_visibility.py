@@ -10,7 +10,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.orchestrator.conftest import Orchestrator, bring_up, health_config
+from tests.integration.orchestrator.conftest import (
+    Orchestrator,
+    bring_up,
+    health_config,
+    tree_bytes,
+)
 from tests.support.stack import Stack, free_port
 from tests.support.statsd import StatsdSink
 
@@ -122,9 +127,12 @@ def test_failed_verification_rolls_back_and_is_measured(
 
 
 @pytest.mark.docker
-def test_unwritable_artifact_root_still_fixes_and_flags_missing(
+def test_unwritable_artifact_root_refuses_to_patch_and_flags_missing(
     broken_stack: Stack, start_orchestrator: Starter, tmp_path: Path
 ) -> None:
+    """No pre-images, no patch: a file written without a kept pre-image could never be
+    rolled back. The run still analyzes, then ends failed with the reason, the workspace
+    untouched, and its detail lists what it could not keep."""
     bring_up(broken_stack)
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("artifacts cannot live under a file")
@@ -133,12 +141,14 @@ def test_unwritable_artifact_root_still_fixes_and_flags_missing(
         config=health_config(broken_stack),
         worker_env={"ORCHESTRATOR_ARTIFACT_ROOT": str(blocker / "artifacts")},
     )
+    before = tree_bytes(broken_stack.root)
     response = orchestrator.post_run(instruction="fix the missing dependency", target_service="app")
     detail = orchestrator.wait_terminal(response.json()["run_id"])
-    assert detail["status"] == "succeeded", detail
-    assert (
-        httpx.get(f"http://127.0.0.1:{broken_stack.app_port}/health", timeout=5).status_code == 200
-    )
-    for name in ("analysis.json", "patch.diff", "build.log", "verify.log"):
+    assert detail["status"] == "failed", detail
+    steps = {s["name"]: s for s in detail["steps"]}
+    assert steps["analyze"]["status"] == "succeeded"
+    assert "cannot keep the pre-images" in steps["patch"]["message"], steps["patch"]
+    assert tree_bytes(broken_stack.root) == before
+    for name in ("analysis.json", "analyze.log", "pre-images/manifest.json"):
         assert name in detail["missing_artifacts"]
     assert detail["artifacts"] == []
