@@ -63,3 +63,21 @@ def test_a_plain_sigkill_stays_a_signal(engine: Engine) -> None:
         assert engine.with_oom_event(info).oom_killed is False
     finally:
         subprocess.run(["docker", "rm", "-f", cid], capture_output=True, check=False)
+
+
+@pytest.mark.parametrize(("memory", "oom"), [(["--memory", "64m"], True), ([], False)])
+def test_a_sigkill_no_one_sent_through_the_engine(
+    engine: Engine, memory: list[str], oom: bool
+) -> None:
+    """Neither the flag nor an "oom" event (both can lose the race with a process that
+    dies at once), no "kill" event either: in a memory-limited container that SIGKILL is
+    the kernel's OOM killer; without a limit it stays a signal."""
+    # a child killed by SIGKILL, its status passed on (PID 1 itself ignores the signal)
+    cid = _exited(*memory, PYTHON, "sh", "-c", 'sh -c "kill -9 \\$\\$"; exit $?')
+    try:
+        info = _info(engine, cid)
+        assert info.signal == 9
+        assert info.oom_killed is False
+        assert engine.with_oom_event(info).oom_killed is oom
+    finally:
+        subprocess.run(["docker", "rm", "-f", cid], capture_output=True, check=False)

@@ -244,26 +244,30 @@ class Engine:
         return found
 
     def with_oom_event(self, info: ContainerInfo) -> ContainerInfo:
-        """``info``, OOM-killed if the engine reported an "oom" event for it.
+        """``info``, OOM-killed if the engine saw an out-of-memory kill.
 
         The exit's OOMKilled flag can miss a kill the kernel did (it races the exit on
-        cgroup v2); the event stream reports the OOM on its own. Asked only for a
-        SIGKILL (exit 137) the flag does not explain."""
+        cgroup v2), and so can the "oom" event (a process that dies at once, before the
+        engine watches its cgroup). A SIGKILL of a memory-limited container that nobody
+        sent through the engine (no "kill" event: not docker kill, not a stop's timeout)
+        is the kernel's OOM killer. Asked only for a SIGKILL (exit 137)."""
         if info.oom_killed or info.signal != 9:
             return info
         since = _epoch(info.started_at)
         if since is None:
             return info
         with _engine_call(f"events of {info.id}"):
-            events = list(
-                self._client.api.events(
+            events = {
+                str(event.get("status") or event.get("Action") or "")
+                for event in self._client.api.events(
                     since=int(since),
                     until=int(time.time()) + 1,
-                    filters={"container": info.id, "event": "oom"},
+                    filters={"container": info.id, "event": ["oom", "kill"]},
                     decode=True,
                 )
-            )
-        return dataclasses.replace(info, oom_killed=True) if events else info
+            }
+        oom = "oom" in events or (info.memory_limit > 0 and "kill" not in events)
+        return dataclasses.replace(info, oom_killed=True) if oom else info
 
     def logs(self, container_id: str, tail: int = 300) -> str:
         """Last ``tail`` lines of stdout+stderr, decoded leniently."""
