@@ -58,7 +58,9 @@ class Orchestrator:
         self.api.stop()
 
 
-def start(stack: Stack, home: Path, config: str, env: dict[str, str]) -> Orchestrator:
+def start(
+    stack: Stack, home: Path, config: str, env: dict[str, str], *api_args: str
+) -> Orchestrator:
     home.mkdir(parents=True, exist_ok=True)
     (home / "config.toml").write_text(config)
     full = {
@@ -68,7 +70,7 @@ def start(stack: Stack, home: Path, config: str, env: dict[str, str]) -> Orchest
         "ORCHESTRATOR_ARTIFACT_ROOT": str(home / "artifacts"),
         **env,
     }
-    api, base = start_api(full, home)
+    api, base = start_api(full, home, *api_args)
     return Orchestrator(api, start_worker(full, home), base, home / "artifacts")
 
 

@@ -28,6 +28,16 @@ def _settings() -> Settings:
         raise SystemExit(2) from None
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def _check_bind(settings: Settings, host: str) -> None:
     """Refuse a non-loopback address without principals; warn about the embedded default."""
     refusal = auth.bind_refusal(settings, host)
@@ -58,10 +68,21 @@ def cmd_api(args: argparse.Namespace) -> int:
     upgrade(settings.database_url)
     print(
         f"orchestrator API listening on http://{args.host}:{args.port} "
-        f"(docs at /docs, database {settings.redacted(settings.database_url)})",
+        f"(docs at /docs, database {settings.redacted(settings.database_url)}, "
+        f"{args.workers} process{'es' if args.workers > 1 else ''})",
         flush=True,
     )
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
+    if args.workers > 1:  # one process per core: each worker imports the app itself
+        uvicorn.run(
+            "api_service.main:create_app",
+            factory=True,
+            workers=args.workers,
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+        )
+    else:
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
     return 0
 
 
@@ -188,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
         p = orch.add_parser(name, help=help_text)
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=8000)
+        if name == "api":
+            p.add_argument(
+                "--workers",
+                type=_positive,
+                default=os.environ.get("MOONMIND_API_WORKERS") or "1",  # parsed as given
+                help="API processes (env MOONMIND_API_WORKERS; e.g. one per core)",
+            )
         if name == "up":
             p.add_argument("--concurrency", type=int, default=1)
         p.set_defaults(func=func)

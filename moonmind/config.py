@@ -14,7 +14,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    AliasGenerator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -67,173 +75,86 @@ class OperatorSignature(BaseModel):
         return value
 
 
+def _env_aliases(env_name: str) -> AliasChoices:
+    """A setting's environment variable (the config.toml key, flattened) in both cases."""
+    return AliasChoices(env_name, env_name.lower())
+
+
+def _orchestrator_aliases(field: str) -> AliasChoices:
+    """Most settings: ``queue`` is ORCHESTRATOR_QUEUE, ``[orchestrator] queue``."""
+    return _env_aliases(f"ORCHESTRATOR_{field.upper()}")
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True)
+    # A field without its own validation_alias is ORCHESTRATOR_<FIELD>; the field name is
+    # accepted too (populate_by_name).
+    model_config = SettingsConfigDict(
+        case_sensitive=False,
+        extra="ignore",
+        populate_by_name=True,
+        alias_generator=AliasGenerator(validation_alias=_orchestrator_aliases),
+    )
 
     config_path: str = Field(
         default=DEFAULT_CONFIG_PATH, validation_alias=AliasChoices("MOONMIND_CONFIG")
     )
     database_url: str = Field(
         default="sqlite:///var/orchestrator.db",
-        validation_alias=AliasChoices("MOONMIND_DATABASE_URL", "moonmind_database_url"),
+        validation_alias=_env_aliases("MOONMIND_DATABASE_URL"),
     )
     broker_url: str = Field(
         default="filesystem://",
-        validation_alias=AliasChoices("CELERY_BROKER_URL", "celery_broker_url"),
+        validation_alias=_env_aliases("CELERY_BROKER_URL"),
     )
     broker_folder: str = Field(
         default="var/celery",
-        validation_alias=AliasChoices("CELERY_BROKER_FOLDER", "celery_broker_folder"),
+        validation_alias=_env_aliases("CELERY_BROKER_FOLDER"),
     )
-    queue: str = Field(
-        default="orchestrator.run",
-        validation_alias=AliasChoices("ORCHESTRATOR_QUEUE", "orchestrator_queue"),
-    )
+    queue: str = "orchestrator.run"
     # The Docker host this worker drives: it consumes "<queue>.<host>". Empty: the one
     # local host, on the plain queue. Services name their host in [orchestrator.services.x].
-    host: str = Field(
-        default="",
-        pattern=r"^[A-Za-z0-9_.-]*$",
-        validation_alias=AliasChoices("ORCHESTRATOR_HOST", "orchestrator_host"),
-    )
-    workspace: Path = Field(
-        default=Path("."),
-        validation_alias=AliasChoices("ORCHESTRATOR_WORKSPACE", "orchestrator_workspace"),
-    )
-    compose_file: str = Field(
-        default="docker-compose.yaml",
-        validation_alias=AliasChoices("ORCHESTRATOR_COMPOSE_FILE", "orchestrator_compose_file"),
-    )
-    compose_project: str = Field(
-        default="",
-        validation_alias=AliasChoices(
-            "ORCHESTRATOR_COMPOSE_PROJECT", "orchestrator_compose_project"
-        ),
-    )
-    compose_command: str = Field(
-        default="",
-        validation_alias=AliasChoices(
-            "ORCHESTRATOR_COMPOSE_COMMAND", "orchestrator_compose_command"
-        ),
-    )
-    artifact_root: Path = Field(
-        default=Path("var/artifacts/spec_workflows"),
-        validation_alias=AliasChoices("ORCHESTRATOR_ARTIFACT_ROOT", "orchestrator_artifact_root"),
-    )
-    patch_agent: str = Field(
-        default="",
-        validation_alias=AliasChoices("ORCHESTRATOR_PATCH_AGENT", "orchestrator_patch_agent"),
-    )
-    patch_agent_timeout_seconds: float = Field(
-        default=600.0,
-        gt=0,
-        validation_alias=AliasChoices(
-            "ORCHESTRATOR_PATCH_AGENT_TIMEOUT_SECONDS", "orchestrator_patch_agent_timeout_seconds"
-        ),
-    )
-    build_timeout_seconds: float = Field(
-        default=900.0,
-        gt=0,
-        validation_alias=AliasChoices(
-            "ORCHESTRATOR_BUILD_TIMEOUT_SECONDS", "orchestrator_build_timeout_seconds"
-        ),
-    )
-    up_timeout_seconds: float = Field(
-        default=300.0,
-        gt=0,
-        validation_alias=AliasChoices(
-            "ORCHESTRATOR_UP_TIMEOUT_SECONDS", "orchestrator_up_timeout_seconds"
-        ),
-    )
+    host: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]*$")
+    workspace: Path = Path(".")
+    compose_file: str = "docker-compose.yaml"
+    compose_project: str = ""
+    compose_command: str = ""
+    artifact_root: Path = Path("var/artifacts/spec_workflows")
+    patch_agent: str = ""
+    patch_agent_timeout_seconds: float = Field(default=600.0, gt=0)
+    build_timeout_seconds: float = Field(default=900.0, gt=0)
+    up_timeout_seconds: float = Field(default=300.0, gt=0)
     # Environment variables the patch agent receives besides PATH, HOME, TZ and the locale.
-    patch_agent_env: tuple[str, ...] = Field(
-        default=(),
-        validation_alias=AliasChoices(
-            "ORCHESTRATOR_PATCH_AGENT_ENV", "orchestrator_patch_agent_env"
-        ),
-    )
-    step_time_limit_seconds: int = Field(
-        default=1500,
-        gt=0,
-        lt=1800,  # RabbitMQ's default consumer timeout is 30 minutes
-        validation_alias=AliasChoices(
-            "ORCHESTRATOR_STEP_TIME_LIMIT_SECONDS", "orchestrator_step_time_limit_seconds"
-        ),
-    )
-    heartbeat_seconds: float = Field(
-        default=10.0,
-        gt=0,
-        validation_alias=AliasChoices(
-            "ORCHESTRATOR_HEARTBEAT_SECONDS", "orchestrator_heartbeat_seconds"
-        ),
-    )
-    stale_after_seconds: float = Field(
-        default=120.0,
-        gt=0,
-        validation_alias=AliasChoices(
-            "ORCHESTRATOR_STALE_AFTER_SECONDS", "orchestrator_stale_after_seconds"
-        ),
-    )
-    rollback_tags_keep: int = Field(
-        default=3,
-        ge=1,
-        validation_alias=AliasChoices(
-            "ORCHESTRATOR_ROLLBACK_TAGS_KEEP", "orchestrator_rollback_tags_keep"
-        ),
-    )
-    sweep_interval_seconds: float = Field(
-        default=30.0,
-        gt=0,
-        validation_alias=AliasChoices(
-            "ORCHESTRATOR_SWEEP_INTERVAL_SECONDS", "orchestrator_sweep_interval_seconds"
-        ),
-    )
-    statsd_host: str = Field(
-        default="", validation_alias=AliasChoices("STATSD_HOST", "statsd_host")
-    )
+    patch_agent_env: tuple[str, ...] = ()
+    # RabbitMQ's default consumer timeout is 30 minutes
+    step_time_limit_seconds: int = Field(default=1500, gt=0, lt=1800)
+    heartbeat_seconds: float = Field(default=10.0, gt=0)
+    stale_after_seconds: float = Field(default=120.0, gt=0)
+    rollback_tags_keep: int = Field(default=3, ge=1)
+    sweep_interval_seconds: float = Field(default=30.0, gt=0)
+    statsd_host: str = Field(default="", validation_alias=_env_aliases("STATSD_HOST"))
     statsd_port: int = Field(
-        default=8125, ge=1, le=65535, validation_alias=AliasChoices("STATSD_PORT", "statsd_port")
+        default=8125, ge=1, le=65535, validation_alias=_env_aliases("STATSD_PORT")
     )
     statsd_prefix: str = Field(
         default="moonmind.orchestrator",
-        validation_alias=AliasChoices("STATSD_PREFIX", "statsd_prefix"),
+        validation_alias=_env_aliases("STATSD_PREFIX"),
     )
     api_max_body_bytes: int = Field(  # larger request bodies are answered 413, never read
         default=16 * 1024 * 1024,  # above the largest body the schema accepts (~12.1 MB)
         ge=1024,
-        validation_alias=AliasChoices(
-            "ORCHESTRATOR_API_MAX_BODY_BYTES", "orchestrator_api_max_body_bytes"
-        ),
     )
-    auth_principals: tuple[PrincipalConfig, ...] = Field(
-        default=(),
-        validation_alias=AliasChoices(
-            "ORCHESTRATOR_AUTH_PRINCIPALS", "orchestrator_auth_principals"
-        ),
+    auth_principals: tuple[PrincipalConfig, ...] = ()
+    signatures: tuple[OperatorSignature, ...] = ()
+    webhooks: Webhooks = ()  # [[orchestrator.webhooks]], see moonmind/webhook_settings.py
+    # where the API is reached from outside: links in webhook bodies
+    public_url: str = "http://127.0.0.1:8000"
+    # periodic prune in the worker; off: None
+    prune_older_than: OptionalDurationSeconds = None
+    prune_interval: DurationSeconds = Field(default=3600.0, gt=0)
+    # [orchestrator.services.<name>], passed by load_settings: no ORCHESTRATOR_ variable.
+    service_overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, validation_alias="service_overrides"
     )
-    signatures: tuple[OperatorSignature, ...] = Field(
-        default=(),
-        validation_alias=AliasChoices("ORCHESTRATOR_SIGNATURES", "orchestrator_signatures"),
-    )
-    webhooks: Webhooks = Field(  # [[orchestrator.webhooks]], see moonmind/webhook_settings.py
-        default=(), validation_alias=AliasChoices("ORCHESTRATOR_WEBHOOKS", "orchestrator_webhooks")
-    )
-    public_url: str = Field(  # where the API is reached from outside: links in webhook bodies
-        default="http://127.0.0.1:8000",
-        validation_alias=AliasChoices("ORCHESTRATOR_PUBLIC_URL", "orchestrator_public_url"),
-    )
-    prune_older_than: OptionalDurationSeconds = Field(  # periodic prune in the worker; off: None
-        default=None,
-        validation_alias=AliasChoices(
-            "ORCHESTRATOR_PRUNE_OLDER_THAN", "orchestrator_prune_older_than"
-        ),
-    )
-    prune_interval: DurationSeconds = Field(
-        default=3600.0,
-        gt=0,
-        validation_alias=AliasChoices("ORCHESTRATOR_PRUNE_INTERVAL", "orchestrator_prune_interval"),
-    )
-    service_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("auth_principals")
     @classmethod

@@ -7,7 +7,7 @@ token and 403 for a known principal without the role, both in the ErrorResponse 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -25,7 +25,7 @@ bearer_scheme = HTTPBearer(
 )
 
 
-def current_principal(
+async def current_principal(  # no I/O: on the event loop, not the thread pool
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> Principal:
@@ -36,10 +36,10 @@ def current_principal(
     return principal
 
 
-def require_role(role: str) -> Callable[..., Principal]:
+def require_role(role: str) -> Callable[..., Awaitable[Principal]]:
     """A dependency: the calling principal, provided it holds ``role``."""
 
-    def _check(
+    async def _check(
         request: Request, principal: Annotated[Principal, Depends(current_principal)]
     ) -> Principal:
         if not principal.has_role(role):

@@ -31,7 +31,6 @@ from moonmind.schemas.workflow_models import (
 from moonmind.utils.logging import log_event
 from moonmind.workflows.orchestrator import policies, repositories
 from moonmind.workflows.orchestrator.errors import Forbidden, OrchestratorError, RunNotFound
-from moonmind.workflows.orchestrator.plan import context_of
 from moonmind.workflows.orchestrator.retry import retry_run
 from moonmind.workflows.orchestrator.service import approve_run, cancel_run, submit_run
 
@@ -47,20 +46,29 @@ def _need(principal: Principal, role: str, run_id: uuid.UUID | None = None) -> N
         raise Forbidden(reason)
 
 
-Action = Callable[[Principal, dict[str, str]], str]
+RunAction = Callable[[Principal, dict[str, str]], None]
 
 
-async def _act(request: Request, settings: Any, action: Action) -> Response:
-    """CSRF and session first; then ``action`` (in a thread) returns where to go next."""
+async def _run_action(
+    request: Request, settings: Any, run_id: uuid.UUID, role: str, action: RunAction
+) -> Response:
+    """CSRF and session first; then, in a thread, ``role`` is needed and ``action`` acts on
+    the run. Back to the run's page; a refusal or failure shows on an error page."""
     form = await form_of(request)
     me = check_post(request, settings, form)
     if isinstance(me, Response):
         return me
+    principal = me.principal
+
+    def act() -> None:
+        _need(principal, role, run_id)
+        action(principal, form)
+
     try:
-        target = await run_in_threadpool(action, me.principal, form)
+        await run_in_threadpool(act)
     except OrchestratorError as exc:
         return from_error(request, me, exc)
-    return redirect(target)
+    return redirect(f"/runs/{run_id}")
 
 
 @router.post("/runs/{run_id}/approve", response_class=Response)
@@ -69,13 +77,12 @@ async def approve(
 ) -> Response:
     """Approve as the signed-in principal, bound to the diff hash the page showed."""
 
-    def act(principal: Principal, form: dict[str, str]) -> str:
-        _need(principal, "approver", run_id)
+    def act(principal: Principal, form: dict[str, str]) -> None:
         with db.session() as session:
             run = repositories.get_run(session, run_id)
             if run is None:
                 raise RunNotFound(run_id)
-            gate = policies.gate_for(context_of(run.action_plan).profile)
+            gate = policies.run_gate(run, patched=False)  # only its roles: the same either way
         roles = gate.roles if gate is not None else ()
         role = gate_role(principal, roles) or "approver"  # the service refuses a wrong one
         body = ApprovalRequest(
@@ -84,33 +91,28 @@ async def approve(
             diff_sha256=form.get("diff_sha256") or None,
         )
         approve_run(settings, db, run_id, body, principal)
-        return f"/runs/{run_id}"
 
-    return await _act(request, settings, act)
+    return await _run_action(request, settings, run_id, "approver", act)
 
 
 @router.post("/runs/{run_id}/cancel", response_class=Response)
 async def cancel(
     run_id: uuid.UUID, request: Request, settings: SettingsDep, db: DatabaseDep
 ) -> Response:
-    def act(principal: Principal, form: dict[str, str]) -> str:
-        _need(principal, "operator", run_id)
+    def act(principal: Principal, _form: dict[str, str]) -> None:
         cancel_run(settings, db, run_id, cancelled_by=principal.id)
-        return f"/runs/{run_id}"
 
-    return await _act(request, settings, act)
+    return await _run_action(request, settings, run_id, "operator", act)
 
 
 @router.post("/runs/{run_id}/retry", response_class=Response)
 async def retry(
     run_id: uuid.UUID, request: Request, settings: SettingsDep, db: DatabaseDep
 ) -> Response:
-    def act(principal: Principal, form: dict[str, str]) -> str:
-        _need(principal, "operator", run_id)
+    def act(principal: Principal, _form: dict[str, str]) -> None:
         retry_run(settings, db, run_id, RetryRequest(), principal)
-        return f"/runs/{run_id}"
 
-    return await _act(request, settings, act)
+    return await _run_action(request, settings, run_id, "operator", act)
 
 
 def run_create(form: dict[str, str]) -> RunCreate:

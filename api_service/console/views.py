@@ -20,7 +20,7 @@ from moonmind.workflows.orchestrator.enums import (
     RunStatus,
     StepName,
 )
-from moonmind.workflows.orchestrator.plan import Plan, context_of
+from moonmind.workflows.orchestrator.plan import Plan
 from moonmind.workflows.orchestrator.storage import ArtifactPathError, ArtifactStore
 from moonmind.workflows.orchestrator.webhooks import list_deliveries
 
@@ -131,13 +131,10 @@ def gate_role(principal: Principal, roles: tuple[str, ...]) -> str | None:
 
 
 def _approval(run: OrchestratorRun, plan: Plan, settings: Settings) -> dict[str, Any] | None:
-    gate = policies.gate_for(context_of(run.action_plan).profile)
+    diff_sha = plan.result(StepName.PATCH).get("diff_sha256")
+    gate = policies.run_gate(run, patched=diff_sha is not None)
     if gate is None:
         return None
-    diff_sha = plan.result(StepName.PATCH).get("diff_sha256")
-    gate = policies.effective_gate(
-        gate, operator_patch=bool(run.requested_patch), patched=diff_sha is not None
-    )
     pre_verify = gate.requirement == ApprovalRequirement.PRE_VERIFY
     eligible = [
         p.id

@@ -33,6 +33,10 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+POOL_SIZE = 20  # kept open once opened; the API's thread pool runs up to 40 requests
+POOL_OVERFLOW = 20
+
+
 def make_engine(url: str) -> Engine:
     url = normalize_url(url)
     parsed = make_url(url)
@@ -44,6 +48,11 @@ def make_engine(url: str) -> Engine:
         kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
     else:
         kwargs["pool_pre_ping"] = True
+        # Connections open on demand and then stay: with SQLAlchemy's default of 5, a
+        # burst of requests beyond five opened and closed a connection each (a new
+        # server process every time), most of a POST's cost under load.
+        kwargs["pool_size"] = POOL_SIZE
+        kwargs["max_overflow"] = POOL_OVERFLOW
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)

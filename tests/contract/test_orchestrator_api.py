@@ -32,7 +32,7 @@ from sqlalchemy import select
 from api_service.db.base import Database, get_database
 from api_service.db.models import RunArtifact
 from api_service.main import create_app
-from moonmind.config import Settings, get_settings, load_settings
+from moonmind.config import Settings
 from moonmind.workflows.orchestrator import repositories
 from moonmind.workflows.orchestrator.enums import ArtifactType, RunStatus, StepName, StepStatus
 from moonmind.workflows.orchestrator.events import RunFollower
@@ -40,6 +40,7 @@ from moonmind.workflows.orchestrator.storage import ArtifactStore
 from tests.support.auth import ALICE, BOB, CAROL, CAST, VIC, Caller
 from tests.support.broker import delete_queues
 from tests.support.factories import ALL_STEPS, add_artifact, create_run, finish_step
+from tests.support.worker_side import env_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -165,18 +166,15 @@ def settings(
     amqp_url: str,
     queue_name: str,
 ) -> Iterator[Settings]:
-    config = tmp_path / "config.toml"
-    config.write_text("")
-    monkeypatch.setenv("MOONMIND_CONFIG", str(config))
-    monkeypatch.setenv("ORCHESTRATOR_WORKSPACE", str(workspace))
-    monkeypatch.setenv("MOONMIND_DATABASE_URL", migrated_postgres)
-    monkeypatch.setenv("CELERY_BROKER_URL", amqp_url)
-    monkeypatch.setenv("ORCHESTRATOR_QUEUE", queue_name)
-    monkeypatch.setenv("ORCHESTRATOR_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
-    # The Celery app that submit_run enqueues through is built from get_settings().
-    get_settings.cache_clear()
-    yield load_settings()
-    get_settings.cache_clear()
+    with env_settings(
+        monkeypatch,
+        tmp_path,
+        migrated_postgres,
+        amqp_url,
+        queue_name,
+        ORCHESTRATOR_WORKSPACE=str(workspace),
+    ) as loaded:
+        yield loaded
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +23,7 @@ import docker
 import pytest
 
 from tests.integration.orchestrator.conftest import (  # noqa: F401 (fixtures)
+    TERMINAL,
     Orchestrator,
     broken_stack,
     start_orchestrator,
@@ -56,6 +57,49 @@ class FaultRow:
     bytes_lost: int = 0
     lost_runs: int = 0
 
+    def wait_ended(
+        self,
+        orchestrator: Orchestrator,
+        run_ids: Sequence[str],
+        timeout: float = 300,
+        stuck_is_lost: bool = False,
+    ) -> dict[str, dict[str, Any]]:
+        """Each run's detail once all have ended (in ``run_ids`` order). ``ended`` counts
+        those that did, ``stuck`` the rest (``lost_runs`` too with ``stuck_is_lost``); a run
+        still going after ``timeout`` fails the test."""
+        details: dict[str, dict[str, Any]] = {}
+        last: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                for run_id in run_ids:
+                    if run_id not in details:
+                        last[run_id] = orchestrator.run_detail(run_id)
+                        if last[run_id]["status"] in TERMINAL:
+                            details[run_id] = last[run_id]
+                if len(details) == len(run_ids):
+                    return {run_id: details[run_id] for run_id in run_ids}
+                if time.monotonic() >= deadline:
+                    stuck = {
+                        r: (d["status"], d.get("message"))
+                        for r, d in last.items()
+                        if r not in details
+                    }
+                    raise AssertionError(
+                        f"not finished after {timeout}s: {stuck}\n"
+                        f"{orchestrator.worker_output()[-4000:]}"
+                    )
+                time.sleep(1)
+        finally:
+            self.ended = len(details)
+            self.stuck = len(run_ids) - len(details)
+            if stuck_is_lost:
+                self.lost_runs = self.stuck
+
+    def wait_end(self, orchestrator: Orchestrator, run_id: str, **kw: Any) -> dict[str, Any]:
+        """One run's detail once it has ended: see wait_ended."""
+        return self.wait_ended(orchestrator, [run_id], **kw)[run_id]
+
 
 @pytest.fixture
 def fault_report() -> Iterator[Callable[..., FaultRow]]:
@@ -74,17 +118,31 @@ def fault_report() -> Iterator[Callable[..., FaultRow]]:
                 handle.write(json.dumps(asdict(row)) + "\n")
 
 
-def slow_compose(directory: Path, pause_s: float = 4.0) -> str:
-    """A compose command that runs the real `docker compose`, then pauses after a build or
-    an up: a window in which the effect has happened and the step has not yet recorded it.
+def slow_compose(directory: Path, pause_s: float = 4.0) -> dict[str, str]:
+    """The environment of a worker whose builds and ups pause after they are done: a window
+    in which the effect has happened and the step has not yet recorded it.
 
-    The script carries the real command's name (v1 `docker-compose` names things its way)."""
+    ORCHESTRATOR_COMPOSE_COMMAND runs the real compose, then pauses after a build or an up;
+    PATH starts with a `docker` that pauses after a `docker build` (the build step runs the
+    `docker build` compose v1 would run, adapters/native_build.py). Each wrapper carries the
+    real command's name (v1 `docker-compose` names things its way)."""
     real = compose_cmd()
     folder = directory / "slow-compose"
     folder.mkdir(exist_ok=True)
+    script = _pausing(folder, real, "{'build', 'up'} & set(sys.argv[1:])", pause_s)
+    if Path(real[0]).name != "docker":  # the v2 plugin builds itself (no native build)
+        _pausing(folder, ["docker"], "sys.argv[1:2] == ['build']", pause_s)
+    return {
+        "ORCHESTRATOR_COMPOSE_COMMAND": str(script),
+        "PATH": f"{folder}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+
+
+def _pausing(folder: Path, real: list[str], when: str, pause_s: float) -> Path:
+    """A wrapper of ``real`` that sleeps ``pause_s`` after it when ``when`` holds of argv."""
     script = folder / Path(real[0]).name
     binary = shutil.which(real[0]) or real[0]
-    # Python, not sh: the real compose must die with this wrapper as it would die with the
+    # Python, not sh: the real command must die with this wrapper as it would die with the
     # worker (PR_SET_PDEATHSIG, kept across exec, is set again for the grandchild).
     script.write_text(
         f"#!{sys.executable}\n"
@@ -93,12 +151,12 @@ def slow_compose(directory: Path, pause_s: float = 4.0) -> str:
         "    ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGKILL)\n"
         f"argv = {[binary, *real[1:]]!r} + sys.argv[1:]\n"
         "code = subprocess.call(argv, preexec_fn=die_with_parent)\n"
-        "if {'build', 'up'} & set(sys.argv[1:]):\n"
+        f"if {when}:\n"
         f"    time.sleep({pause_s})\n"
         "sys.exit(code)\n"
     )
     script.chmod(0o755)
-    return str(script)
+    return script
 
 
 def wait_step(orchestrator: Orchestrator, run_id: str, step: str, timeout: float = 180) -> None:

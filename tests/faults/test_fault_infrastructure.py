@@ -78,8 +78,7 @@ def test_broker_restarted_mid_build(
     row = fault_report("broker restart during build")
     row.runs = 1
     bring_up(broken_stack)
-    compose_command = slow_compose(tmp_path)
-    shared = {"CELERY_BROKER_URL": rabbit.url, "ORCHESTRATOR_COMPOSE_COMMAND": compose_command}
+    shared = {"CELERY_BROKER_URL": rabbit.url, **slow_compose(tmp_path)}
     orchestrator = start_orchestrator(
         broken_stack,
         config=health_config(broken_stack),
@@ -102,12 +101,7 @@ def test_broker_restarted_mid_build(
     rabbit.stop()
     time.sleep(2)
     rabbit.start()
-    try:
-        detail = orchestrator.wait_terminal(run_id, timeout=300)
-    except AssertionError:
-        row.stuck = row.lost_runs = 1
-        raise
-    row.ended = 1
+    detail = row.wait_end(orchestrator, run_id, stuck_is_lost=True)
     assert detail["status"] == "succeeded", orchestrator.explain(detail)
     _effects(row, broken_stack, since, original_image)
     _one_success_per_step(detail)
@@ -171,7 +165,7 @@ def test_database_outage_during_build(
     bring_up(broken_stack)
     shared = {
         "MOONMIND_DATABASE_URL": private_postgres.url,
-        "ORCHESTRATOR_COMPOSE_COMMAND": slow_compose(tmp_path),
+        **slow_compose(tmp_path),
     }
     orchestrator = start_orchestrator(
         broken_stack,
@@ -188,12 +182,7 @@ def test_database_outage_during_build(
     private_postgres.stop()
     problems = _probe_during_outage(orchestrator.base_url, run_id, OUTAGE_S)
     private_postgres.start()
-    try:
-        detail = orchestrator.wait_terminal(run_id, timeout=300)
-    except AssertionError:
-        row.stuck = 1
-        raise
-    row.ended = 1
+    detail = row.wait_end(orchestrator, run_id)
     assert problems == []
     assert detail["status"] == "succeeded", orchestrator.explain(detail)
     # The build that finished during the outage was recorded when the database came back:
@@ -232,14 +221,9 @@ def test_artifact_folder_unwritable(
     try:
         response = orchestrator.post_run(instruction="fix it", target_service="app")
         assert response.status_code == 202, response.text
-        try:
-            detail = orchestrator.wait_terminal(response.json()["run_id"], timeout=300)
-        except AssertionError:
-            row.stuck = 1
-            raise
+        detail = row.wait_end(orchestrator, response.json()["run_id"])
     finally:
         subprocess.run(["umount", str(artifacts)], check=False)
-    row.ended = 1
     after = tree_bytes(broken_stack.root)
     row.bytes_lost = sum(len(v) for k, v in after.items() if before.get(k) != v)
     assert detail["status"] == "failed", orchestrator.explain(detail)

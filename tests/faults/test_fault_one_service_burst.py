@@ -8,7 +8,6 @@ run ends, and within a priority the runs started in the order they were queued.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.faults.conftest import FAST_WORKER, FaultRow
-from tests.integration.orchestrator.conftest import TERMINAL, Orchestrator, bring_up
+from tests.integration.orchestrator.conftest import Orchestrator, bring_up
 from tests.support.stack import Stack
 
 RUNS = 20
@@ -53,18 +52,7 @@ def test_twenty_runs_for_one_service(
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         run_ids = list(pool.map(submit, range(RUNS)))
-    deadline = time.monotonic() + 400
-    details: dict[str, dict[str, Any]] = {}
-    while time.monotonic() < deadline and len(details) < RUNS:
-        for run_id in run_ids:
-            if run_id not in details:
-                detail = orchestrator.run_detail(run_id)
-                if detail["status"] in TERMINAL:
-                    details[run_id] = detail
-        time.sleep(1)
-    row.ended = len(details)
-    row.stuck = RUNS - len(details)
-    assert row.stuck == 0, orchestrator.worker_output()[-3000:]
+    details = row.wait_ended(orchestrator, run_ids, timeout=400)
     assert {d["status"] for d in details.values()} == {"failed"}
     spans = sorted((_span(d), run_id) for run_id, d in details.items())
     overlaps = [

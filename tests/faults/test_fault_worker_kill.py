@@ -37,12 +37,11 @@ from tests.integration.orchestrator.conftest import (
     Orchestrator,
     attempts,
     bring_up,
-    git_commit_all,
     inspect_container,
     tree_bytes,
 )
 from tests.support.processes import start_worker
-from tests.support.stack import Stack
+from tests.support.stack import Stack, needs_greeting
 
 SLOW_AGENT = Path(__file__).with_name("slow_agent.py")
 Starter = Callable[..., Orchestrator]
@@ -77,21 +76,6 @@ def black_hole() -> Iterator[int]:
         yield server.getsockname()[1]
     finally:
         server.close()
-
-
-def _needs_agent(stack: Stack) -> None:
-    """Make the app fail in a way no built-in rule knows: only the agent can fix it."""
-    app = stack.root / "app"
-    (app / "requirements.txt").write_text("PyYAML\n")
-    source = (app / "app.py").read_text()
-    (app / "app.py").write_text(
-        source.replace(
-            "import yaml\n",
-            "import yaml\n\nif not os.environ.get('GREETING'):\n"
-            "    raise SystemExit('environment variable GREETING is not set')\n",
-        )
-    )
-    git_commit_all(stack.root, "needs GREETING")
 
 
 def _config(stack: Stack, scenario: Scenario, black_hole: int) -> str:
@@ -150,9 +134,9 @@ def test_worker_killed_during_each_step(
     scenario = SCENARIOS[step]
     row = fault_report(f"worker SIGKILL during {step}")
     row.runs = 1
-    env: dict[str, Any] = {"ORCHESTRATOR_COMPOSE_COMMAND": slow_compose(tmp_path), **FAST_WORKER}
+    env: dict[str, Any] = {**slow_compose(tmp_path), **FAST_WORKER}
     if step == "patch":
-        _needs_agent(broken_stack)
+        needs_greeting(broken_stack)  # only the agent can fix it
         env["ORCHESTRATOR_PATCH_AGENT"] = (
             f"{sys.executable} {SLOW_AGENT} --workspace {{workspace}} --analysis {{analysis}}"
         )
@@ -173,12 +157,7 @@ def test_worker_killed_during_each_step(
     time.sleep(scenario.after_s)
     kill_worker(orchestrator)
     orchestrator.start_worker()
-    try:
-        detail = orchestrator.wait_terminal(run_id, timeout=300)
-    except AssertionError:
-        row.stuck = 1
-        raise
-    row.ended = 1
+    detail = row.wait_end(orchestrator, run_id)
     effects = docker_events(broken_stack, since, scenario.target)
     built = effects["image_ids"] - {original_image}
     row.duplicated = max(0, effects["created"] - scenario.creates) + max(0, len(built) - 1)
@@ -210,7 +189,7 @@ def test_worker_killed_while_holding_a_waiting_runs_redelivery(
     row = fault_report("worker SIGKILL holding a waiting run's message (filesystem broker)")
     row.runs = 2
     bring_up(broken_stack)
-    compose_command = slow_compose(tmp_path, pause_s=0.5)
+    slow = slow_compose(tmp_path, pause_s=0.5)
     broker = {"CELERY_BROKER_URL": "filesystem://", "CELERY_BROKER_FOLDER": str(tmp_path / "q")}
     config = _config(broken_stack, SCENARIOS["build"], 0).replace(
         "stable_seconds = 3", "stable_seconds = 20"
@@ -218,8 +197,8 @@ def test_worker_killed_while_holding_a_waiting_runs_redelivery(
     orchestrator = start_orchestrator(
         broken_stack,
         config=config,
-        worker_env={"ORCHESTRATOR_COMPOSE_COMMAND": compose_command, **broker, **FAST_WORKER},
-        api_env={"ORCHESTRATOR_COMPOSE_COMMAND": compose_command, **broker},
+        worker_env={**slow, **broker, **FAST_WORKER},
+        api_env={**slow, **broker},
     )
     first = orchestrator.post_run(instruction="fix it", target_service="app").json()["run_id"]
     wait_step(orchestrator, first, "verify")  # worker 1 is busy for about 20 s
@@ -235,13 +214,7 @@ def test_worker_killed_while_holding_a_waiting_runs_redelivery(
         second_worker.popen.wait(timeout=30)
     finally:
         second_worker.stop()
-    ended = []
-    try:
-        for run_id in (first, second):
-            ended.append(orchestrator.wait_terminal(run_id, timeout=240))
-    finally:
-        row.ended = len(ended)
-        row.stuck = 2 - len(ended)
+    ended = list(row.wait_ended(orchestrator, [first, second], timeout=480).values())
     assert ended[0]["status"] == "succeeded", orchestrator.explain(ended[0])
     # The service is healthy now: the second run finds nothing to change.
     assert ended[1]["status"] == "failed", orchestrator.explain(ended[1])

@@ -76,9 +76,10 @@ def start_worker(env: Mapping[str, str], cwd: Path | None = None) -> Process:
     return worker
 
 
-def start_api(env: Mapping[str, str], cwd: Path | None = None) -> tuple[Process, str]:
+def start_api(env: Mapping[str, str], cwd: Path | None = None, *args: str) -> tuple[Process, str]:
+    """`moonmind orchestrator api` on a free port (``args``: more of its options)."""
     port = free_port()
-    api = start(["orchestrator", "api", "--port", str(port)], env, cwd)
+    api = start(["orchestrator", "api", "--port", str(port), *args], env, cwd)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

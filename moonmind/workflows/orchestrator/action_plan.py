@@ -27,7 +27,7 @@ from moonmind.workflows.orchestrator.service_profiles import ServiceProfile
 LOG_TAIL_LINES = 300
 ANALYZE_PROBE_DEADLINE_S = 1.0  # one attempt, only when the container runs
 PROBE_BACKOFF = Backoff(
-    fast_interval_seconds=0.05,
+    fast_interval_seconds=0.02,
     fast_for_seconds=3.0,
     initial_delay_seconds=0.2,
     factor=2.0,
@@ -87,13 +87,15 @@ def build_plan(
     mode: Literal["fix", "diagnose", "dry_run"] = "fix",
     signatures: Sequence[Mapping[str, str]] = (),
     dependents: Sequence[Dependent] = (),
+    docker_build: list[str] | None = None,
 ) -> tuple[list[PlanStep], PlanAuthor]:
     """The six canonical steps, in order, each with the parameters it will use.
 
     Without an operator's patch, the rules come first and then the agent, which is the
     worker's setting (ORCHESTRATOR_PATCH_AGENT): a worker without one skips it. A
     diagnose run has the analyze step only: it explains and touches nothing. A dry run
-    stops after a patch derived in a scratch copy (steps/dry_run.py)."""
+    stops after a patch derived in a scratch copy (steps/dry_run.py). ``docker_build`` is
+    the `docker build` docker-compose v1 would run for the service (adapters/native_build)."""
     compose = ctx.compose()
     profile = ctx.profile
     sources = ["operator_patch"] if has_operator_patch else ["rules", "agent"]
@@ -113,7 +115,9 @@ def build_plan(
     steps = [
         analyze,
         PatchParameters(sources=sources, allow=list(profile.allow)),
-        BuildParameters(argv=compose.argv("build", profile.name), image=ctx.image),
+        BuildParameters(
+            argv=compose.argv("build", profile.name), image=ctx.image, docker_argv=docker_build
+        ),
         RestartParameters(argv=compose.argv("up", "-d", "--no-deps", profile.name)),
         VerifyParameters(
             health_url=profile.health_url,

@@ -79,6 +79,9 @@ class BuildParameters(StepParameters):
     step = StepName.BUILD
     argv: list[str]
     image: str
+    # The `docker build` docker-compose v1 runs for this service, run without it (None:
+    # compose builds; see adapters/native_build.py).
+    docker_argv: list[str] | None = None
 
 
 class RestartParameters(StepParameters):

@@ -19,8 +19,13 @@ from sqlalchemy.orm import Session
 
 from api_service.db.models import ApprovalGate, OrchestratorRun
 from moonmind.schemas.workflow_models import ApprovalRequest
-from moonmind.workflows.orchestrator.enums import ApprovalRequirement, RunStatus, StepName
-from moonmind.workflows.orchestrator.plan import Plan
+from moonmind.workflows.orchestrator.enums import (
+    STEP_ORDER,
+    ApprovalRequirement,
+    RunStatus,
+    StepName,
+)
+from moonmind.workflows.orchestrator.plan import Plan, context_of
 from moonmind.workflows.orchestrator.repositories import approval_gate_row, as_utc
 from moonmind.workflows.orchestrator.service_profiles import ServiceProfile
 
@@ -65,6 +70,30 @@ def effective_gate(gate: Gate, *, operator_patch: bool, patched: bool) -> Gate:
     if operator_patch and patched:
         return replace(gate, requirement=ApprovalRequirement.PRE_VERIFY)
     return gate
+
+
+def run_gate(run: OrchestratorRun, *, patched: bool) -> Gate | None:
+    """The gate this run waits at, given whether its patch is written: its service's gate,
+    moved before the build once a diff that needs a person exists (diff_needs_approval)."""
+    gate = gate_for(context_of(run.action_plan).profile)
+    if gate is None:
+        return None
+    return effective_gate(gate, operator_patch=diff_needs_approval(run), patched=patched)
+
+
+def gate_at(run: OrchestratorRun, step: StepName, *, patched: bool) -> Gate | None:
+    """The run's gate if it stands right before ``step``, else None."""
+    gate = run_gate(run, patched=patched)
+    return gate if gate is not None and gate.step == step else None
+
+
+def gate_reached(run: OrchestratorRun, step: StepName, *, patched: bool) -> Gate | None:
+    """The run's gate if a run starting at ``step`` (a retry resumed there) stands at it or
+    past it on the forward path; a resumed rollback reaches none: it only puts things back."""
+    gate = run_gate(run, patched=patched)
+    if gate is None or step == StepName.ROLLBACK:
+        return None
+    return gate if STEP_ORDER.index(step) >= STEP_ORDER.index(gate.step) else None
 
 
 def diff_needs_approval(run: OrchestratorRun) -> bool:

@@ -138,33 +138,36 @@ def lock_service(session: Session, project: str, service: str) -> None:
         )
 
 
+HOLDING = (RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL)  # a run that holds its service
+
+
+def active_runs(
+    session: Session, project: str, *, exclude: uuid.UUID, service: str | None = None
+) -> list[OrchestratorRun]:
+    """The other runs of compose ``project`` that hold a service (only ``service``'s, if
+    given), earliest started first. The project is in each run's plan snapshot, not in a
+    column, so it is read from the rows."""
+    stmt = (
+        select(OrchestratorRun)
+        .where(OrchestratorRun.status.in_(HOLDING), OrchestratorRun.id != exclude)
+        .order_by(OrchestratorRun.started_at)
+    )
+    if service is not None:
+        stmt = stmt.where(OrchestratorRun.target_service == service)
+    runs = session.scalars(stmt).unique()
+    return [r for r in runs if context_of(r.action_plan).project == project]
+
+
 def active_run_for_service(
     session: Session, project: str, service: str, *, exclude: uuid.UUID
 ) -> OrchestratorRun | None:
     """The run that currently holds the service (one active run per compose service)."""
-    stmt = (
-        select(OrchestratorRun)
-        .where(
-            OrchestratorRun.target_service == service,
-            OrchestratorRun.status.in_([RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL]),
-            OrchestratorRun.id != exclude,
-        )
-        .order_by(OrchestratorRun.started_at)
-    )
-    for run in session.scalars(stmt).unique():
-        if context_of(run.action_plan).project == project:
-            return run
-    return None
+    return next(iter(active_runs(session, project, exclude=exclude, service=service)), None)
 
 
 def services_held_by_others(session: Session, project: str, *, exclude: uuid.UUID) -> set[str]:
     """The services of ``project`` that other active runs hold (they may recreate them)."""
-    stmt = select(OrchestratorRun).where(
-        OrchestratorRun.status.in_([RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL]),
-        OrchestratorRun.id != exclude,
-    )
-    runs = session.scalars(stmt).unique()
-    return {r.target_service for r in runs if context_of(r.action_plan).project == project}
+    return {r.target_service for r in active_runs(session, project, exclude=exclude)}
 
 
 def transition_run(

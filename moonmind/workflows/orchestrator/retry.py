@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy.orm import Session
+
 from api_service.db.base import Database
 from api_service.db.models import OrchestratorRun
 from moonmind.auth import Principal
@@ -12,7 +14,13 @@ from moonmind.schemas.workflow_models import RetryRequest
 from moonmind.workflows.orchestrator import audit, policies
 from moonmind.workflows.orchestrator import repositories as repo
 from moonmind.workflows.orchestrator.dispatch import QueuedStep, enqueue
-from moonmind.workflows.orchestrator.enums import STEP_ORDER, RunStatus, StepName, StepStatus
+from moonmind.workflows.orchestrator.enums import (
+    STEP_ORDER,
+    ApprovalRequirement,
+    RunStatus,
+    StepName,
+    StepStatus,
+)
 from moonmind.workflows.orchestrator.errors import RetryConflict, RunNotFound
 from moonmind.workflows.orchestrator.plan import Plan, context_of
 from moonmind.workflows.orchestrator.service import _queue, _reload
@@ -27,7 +35,8 @@ def retry_run(
 ) -> OrchestratorRun:
     """Replay a failed or rolled-back run from a step that is safe to repeat.
 
-    A retry voids an earlier approval: a protected run waits at its gate again."""
+    A retry voids an earlier approval: a protected run resumed at its gated step, or after
+    it, waits for a new one; it is refused while another run holds its service."""
     with db.session() as session:
         run = repo.get_run(session, run_id, for_update=True)
         if run is None:
@@ -38,6 +47,7 @@ def retry_run(
             )
         plan = Plan.of(run.action_plan)
         step = _resume_step(run.status, plan, request.resume_from_step)
+        _refuse_if_held(session, run, step)
         for name in _steps_to_reset(plan, step):
             repo.update_step(
                 session,
@@ -76,18 +86,44 @@ def retry_run(
 
 
 def _gate_message(run: OrchestratorRun, step: StepName) -> str | None:
-    """Why a retry resumed at its service's gated step must wait for a new approval."""
-    gate = policies.gate_for(context_of(run.action_plan).profile)
-    if gate is not None:
-        gate = policies.effective_gate(
-            gate, operator_patch=policies.diff_needs_approval(run), patched=step != StepName.PATCH
-        )
-    if gate is None or gate.step != step:
+    """Why a retry must wait for a new approval: it voided the run's approval and resumes
+    at its service's gated step or after it (an approval then continues it at ``step``)."""
+    gate = policies.gate_reached(run, step, patched=_patched(step))
+    if gate is None:
         return None
+    diff = Plan.of(run.action_plan).result(StepName.PATCH).get("diff_sha256")
+    of_diff = diff and gate.requirement == ApprovalRequirement.PRE_VERIFY
+    what = f" of the diff {diff}" if of_diff else ""
+    then = f"; then it resumes at {step.value}" if step != gate.step else ""
     return (
-        f"awaiting approval by one of: {', '.join(gate.roles)} "
-        f"(POST /orchestrator/runs/{run.id}/approvals)"
+        f"awaiting approval{what} by one of: {', '.join(gate.roles)} "
+        f"(POST /orchestrator/runs/{run.id}/approvals){then}"
     )
+
+
+def _patched(step: StepName) -> bool:
+    """A retry resumed after the patch step keeps the run's diff."""
+    return STEP_ORDER.index(step) > STEP_ORDER.index(StepName.PATCH)
+
+
+def _refuse_if_held(session: Session, run: OrchestratorRun, step: StepName) -> None:
+    """A retry that will wait at its gate holds the service from then on (repositories.
+    HOLDING), so it takes the service's lock as a worker's claim does, and is refused while
+    another run holds the service. A retry that goes pending waits for it in its claim."""
+    if policies.gate_reached(run, step, patched=_patched(step)) is None:
+        return
+    project, service = context_of(run.action_plan).project, run.target_service
+    repo.lock_service(session, project, service)
+    holder = repo.active_run_for_service(session, project, service, exclude=run.id)
+    if holder is not None:
+        raise RetryConflict(
+            f"run {holder.id} holds {service} ({holder.status.value}); this retry would wait "
+            f"at its approval gate holding {service} too, and one run at a time may hold it",
+            remediation=(
+                f"Retry once run {holder.id} has ended (GET /orchestrator/runs/{holder.id}), "
+                f"or cancel it (POST /orchestrator/runs/{holder.id}/cancel)."
+            ),
+        )
 
 
 def _steps_to_reset(plan: Plan, step: StepName) -> list[StepName]:

@@ -28,6 +28,7 @@ from moonmind.workflows.orchestrator.adapters.compose import (
     detect_compose_command,
     normalize_project_name,
 )
+from moonmind.workflows.orchestrator.adapters.native_build import docker_build_argv
 from moonmind.workflows.orchestrator.dispatch import (
     QueuedStep,
     consumer_count,
@@ -36,9 +37,11 @@ from moonmind.workflows.orchestrator.dispatch import (
     queue_of,
 )
 from moonmind.workflows.orchestrator.enums import (
+    STEP_ORDER,
     ApprovalRequirement,
     RunStatus,
     StepName,
+    StepStatus,
     TaskStateName,
 )
 from moonmind.workflows.orchestrator.errors import (
@@ -137,6 +140,9 @@ def submit_run(
         mode="dry_run" if request.dry_run else request.mode,
         signatures=[sig.model_dump() for sig in settings.signatures],
         dependents=dependents_of(stack.config, stack.profiles, profile.name),
+        docker_build=docker_build_argv(
+            stack.compose.command, ctx.image, (stack.config.get("services") or {})[profile.name]
+        ),
     )
     with db.session() as session:
         run = repo.create_run(
@@ -214,15 +220,12 @@ def approve_run(
         run = repo.get_run(session, run_id, for_update=True)
         if run is None:
             raise RunNotFound(run_id)
-        gate = policies.gate_for(context_of(run.action_plan).profile)
+        diff_sha = Plan.of(run.action_plan).result(StepName.PATCH).get("diff_sha256")
+        gate = policies.run_gate(run, patched=diff_sha is not None)
         if gate is None:
             raise ApprovalConflict(
                 f"{run.target_service} is not protected; this run needs no approval"
             )
-        diff_sha = Plan.of(run.action_plan).result(StepName.PATCH).get("diff_sha256")
-        gate = policies.effective_gate(
-            gate, operator_patch=policies.diff_needs_approval(run), patched=diff_sha is not None
-        )
         if gate.requirement == ApprovalRequirement.PRE_VERIFY and (
             run.status != RunStatus.AWAITING_APPROVAL
         ):
@@ -238,7 +241,7 @@ def approve_run(
             run.approval_token = policies.token_sha256(request.token)
             session.flush()
             queued = (
-                _resume_at_gate(session, run, gate.step, request, now)
+                _resume_at_gate(session, run, _continue_at(run, gate.step), request, now)
                 if (run.status == RunStatus.AWAITING_APPROVAL)
                 else None
             )
@@ -261,6 +264,17 @@ def _refuse(
     raise ApprovalConflict(str(refused)) from None
 
 
+def _continue_at(run: OrchestratorRun, gated: StepName) -> StepName:
+    """The step an approved run continues with: its gated step, or, for a retry that resumed
+    past its gate (retry.py), the step it resumed at: the first one still pending."""
+    pending = [
+        s.name
+        for s in Plan.of(run.action_plan).steps
+        if s.status == StepStatus.PENDING and s.name != StepName.ROLLBACK
+    ]
+    return max(gated, *pending[:1], key=STEP_ORDER.index)
+
+
 def _resume_at_gate(
     session: Session,
     run: OrchestratorRun,
@@ -268,12 +282,20 @@ def _resume_at_gate(
     request: ApprovalRequest,
     now: datetime,
 ) -> QueuedStep:
+    """Continue an approved run at ``step``. Waiting at the gate held the service, but if
+    another run holds it too (a parked run from before retries took the lock), the run goes
+    back to pending: the worker's claim then takes the service's lock and waits its turn."""
+    approved = f"approved by {request.approver.id} ({request.approver.role})"
+    project, service = context_of(run.action_plan).project, run.target_service
+    repo.lock_service(session, project, service)
+    holder = repo.active_run_for_service(session, project, service, exclude=run.id)
+    waiting = "" if holder is None else f"; waiting for run {holder.id}, which holds {service}"
     repo.transition_run(
         session,
         run.id,
         expected=[RunStatus.AWAITING_APPROVAL],
-        new=RunStatus.RUNNING,
-        message=f"approved by {request.approver.id} ({request.approver.role})",
+        new=RunStatus.RUNNING if holder is None else RunStatus.PENDING,
+        message=approved + waiting,
     )
     asked = (run.metrics_snapshot or {}).get("approval_requested_at")
     if asked:

@@ -36,7 +36,7 @@ from moonmind.workflows.orchestrator.enums import (
     TaskStateName,
 )
 from moonmind.workflows.orchestrator.metrics import Metrics
-from moonmind.workflows.orchestrator.plan import Plan, context_of
+from moonmind.workflows.orchestrator.plan import Plan
 from moonmind.workflows.orchestrator.steps import StepFailed, StepOutcome
 
 log = logging.getLogger("moonmind.orchestrator")
@@ -223,12 +223,8 @@ def _stop_at_gate(
     session: Session, run: OrchestratorRun, nxt: StepName, diff_sha256: str | None
 ) -> str | None:
     """Park the run before a gated step unless a valid approval already covers it."""
-    gate = policies.gate_for(context_of(run.action_plan).profile)
-    if gate is not None:
-        gate = policies.effective_gate(
-            gate, operator_patch=policies.diff_needs_approval(run), patched=diff_sha256 is not None
-        )
-    if gate is None or gate.step != nxt:
+    gate = policies.gate_at(run, nxt, patched=diff_sha256 is not None)
+    if gate is None:
         return None
     diff_sha = diff_sha256 if nxt == StepName.BUILD else None
     if policies.approval_valid(run, now=policies.utcnow(), diff_sha256=diff_sha):

@@ -13,9 +13,8 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from tests.integration.orchestrator.conftest import Orchestrator, remove_stack
+from tests.integration.orchestrator.conftest import Launches, Orchestrator, remove_stack
 from tests.support.auth import Caller
-from tests.support.broker import delete_queues
 from tests.support.processes import start_api
 from tests.support.stack import Stack, make_stack
 
@@ -38,8 +37,7 @@ def launch(
     migrated_postgres: str, amqp_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Launcher]:
     """Start an API (and optionally a worker) for a stack with the given config.toml."""
-    started: list[Orchestrator] = []
-    queues: list[str] = []
+    launches = Launches(migrated_postgres, amqp_url)
 
     def _launch(
         stack: Stack,
@@ -50,18 +48,8 @@ def launch(
         worker_env: dict[str, str] | None = None,
     ) -> Orchestrator:
         home = tmp_path_factory.mktemp("console-home")
-        queue = f"orchestrator.run.test-{uuid.uuid4().hex[:10]}"
-        queues.append(queue)
         (home / "config.toml").write_text(config)
-        env = {
-            "MOONMIND_CONFIG": str(home / "config.toml"),
-            "MOONMIND_DATABASE_URL": migrated_postgres,
-            "CELERY_BROKER_URL": amqp_url,
-            "ORCHESTRATOR_QUEUE": queue,
-            "ORCHESTRATOR_WORKSPACE": str(stack.root),
-            "ORCHESTRATOR_COMPOSE_PROJECT": stack.project,
-            "ORCHESTRATOR_ARTIFACT_ROOT": str(home / "artifacts"),
-        }
+        env = launches.env(stack, home / "config.toml", home / "artifacts")
         if embedded:  # the defaults: SQLite and the filesystem broker under <home>/var
             for key in ("MOONMIND_DATABASE_URL", "CELERY_BROKER_URL"):
                 env.pop(key)
@@ -69,17 +57,13 @@ def launch(
         orchestrator = Orchestrator(
             base, home / "artifacts", api, {**env, **(worker_env or {})}, home
         )
-        started.append(orchestrator)
+        launches.started.append(orchestrator)
         if worker:
             orchestrator.start_worker()
         return orchestrator
 
     yield _launch
-    for orchestrator in started:
-        orchestrator.api.stop()
-        if orchestrator.worker is not None:
-            orchestrator.worker.stop()
-    delete_queues(amqp_url, *queues)
+    launches.stop_all()
 
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')

@@ -111,3 +111,51 @@ def test_api_serves_docs_and_empty_run_list(tmp_path: Path) -> None:
         assert runs.json() == {"runs": []}
     finally:
         api.stop()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _serving(pid: int) -> list[int]:
+    """The API processes under the supervisor ``pid`` (spawned children; uvicorn's
+    resource tracker is a child too, but never serves)."""
+    return [child for child in _children(pid) if "spawn_main" in _cmdline(child)]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_the_api_serves_from_as_many_processes_as_asked(
+    migrated_postgres: str, tmp_path: Path
+) -> None:
+    (tmp_path / "config.toml").write_text("")
+    env = {
+        "MOONMIND_CONFIG": str(tmp_path / "config.toml"),
+        "MOONMIND_DATABASE_URL": migrated_postgres,
+    }
+    api, base = start_api(env, tmp_path, "--workers", "2")
+    try:
+        assert "2 processes)" in api.output()
+        assert _wait_for(lambda: len(_serving(api.popen.pid)) == 2, timeout=30), _children(
+            api.popen.pid
+        )
+        with httpx.Client(base_url=base, timeout=10) as http:
+            for _ in range(20):
+                assert http.get("/orchestrator/runs").status_code == 200
+        workers = _serving(api.popen.pid)
+    finally:
+        api.stop()
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]  # none left behind

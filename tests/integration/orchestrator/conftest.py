@@ -16,17 +16,23 @@ import pytest
 
 from tests.support.broker import delete_queues
 from tests.support.processes import Process, start_api, start_worker
-from tests.support.stack import Stack, compose, compose_down, make_stack
+from tests.support.stack import (  # noqa: F401 (git_commit_all: tests import it from here)
+    Stack,
+    compose,
+    compose_down,
+    git_commit_all,
+    make_stack,
+)
 from tests.support.statsd import StatsdSink
+from tests.support.worker_side import (  # noqa: F401 (fixtures: an in-process API, worker side)
+    anyio_backend,
+    api,
+    db,
+    queue_name,
+    settings,
+)
 
 TERMINAL = {"succeeded", "failed", "rolled_back", "cancelled"}
-
-
-def git_commit_all(root: Path, message: str) -> None:
-    subprocess.run(["git", "add", "-A"], cwd=root, check=True, capture_output=True)
-    subprocess.run(
-        ["git", "commit", "-q", "-m", message], cwd=root, check=True, capture_output=True
-    )
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
@@ -166,13 +172,44 @@ class Orchestrator:
         )
 
 
+@dataclass
+class Launches:
+    """What a fixture that starts APIs and workers started: stop_all() at its end stops
+    them and deletes their queues."""
+
+    database_url: str
+    amqp_url: str
+    started: list[Orchestrator] = field(default_factory=list)
+    queues: list[str] = field(default_factory=list)
+
+    def env(self, stack: Stack, config_file: Path, artifact_root: Path) -> dict[str, str]:
+        """The environment of an API and its worker for ``stack``, on a queue of their own."""
+        queue = f"orchestrator.run.test-{uuid.uuid4().hex[:10]}"
+        self.queues.append(queue)
+        return {
+            "MOONMIND_CONFIG": str(config_file),
+            "MOONMIND_DATABASE_URL": self.database_url,
+            "CELERY_BROKER_URL": self.amqp_url,
+            "ORCHESTRATOR_QUEUE": queue,
+            "ORCHESTRATOR_WORKSPACE": str(stack.root),
+            "ORCHESTRATOR_COMPOSE_PROJECT": stack.project,
+            "ORCHESTRATOR_ARTIFACT_ROOT": str(artifact_root),
+        }
+
+    def stop_all(self) -> None:
+        for orchestrator in self.started:
+            orchestrator.api.stop()
+            if orchestrator.worker is not None:
+                orchestrator.worker.stop()
+        delete_queues(self.amqp_url, *self.queues)
+
+
 @pytest.fixture
 def start_orchestrator(
     migrated_postgres: str, amqp_url: str, tmp_path: Path
 ) -> Iterator[Callable[..., Orchestrator]]:
     """Start API + worker for a stack; extra env (e.g. a patch agent) per call."""
-    started: list[Orchestrator] = []
-    queues: list[str] = []
+    launches = Launches(migrated_postgres, amqp_url)
 
     def _start(
         stack: Stack,
@@ -183,38 +220,24 @@ def start_orchestrator(
         defer_worker: bool = False,
         embedded: bool = False,
     ) -> Orchestrator:
-        queue = f"orchestrator.run.test-{uuid.uuid4().hex[:10]}"
-        queues.append(queue)
         config_file = tmp_path / "config.toml"
         config_file.write_text(config)
         artifact_root = tmp_path / "artifacts"
-        env = {
-            "MOONMIND_CONFIG": str(config_file),
-            "MOONMIND_DATABASE_URL": migrated_postgres,
-            "CELERY_BROKER_URL": amqp_url,
-            "ORCHESTRATOR_QUEUE": queue,
-            "ORCHESTRATOR_WORKSPACE": str(stack.root),
-            "ORCHESTRATOR_COMPOSE_PROJECT": stack.project,
-            "ORCHESTRATOR_ARTIFACT_ROOT": str(artifact_root),
-        }
+        env = launches.env(stack, config_file, artifact_root)
         if embedded:  # SQLite and the filesystem transport under <tmp_path>/var
             for key in ("MOONMIND_DATABASE_URL", "CELERY_BROKER_URL", "ORCHESTRATOR_QUEUE"):
                 env.pop(key)
-        api, base = start_api({**env, **(api_env or {})}, tmp_path)
+        api_process, base = start_api({**env, **(api_env or {})}, tmp_path)
         orchestrator = Orchestrator(
-            base, artifact_root, api, {**env, **(worker_env or {})}, tmp_path
+            base, artifact_root, api_process, {**env, **(worker_env or {})}, tmp_path
         )
-        started.append(orchestrator)
+        launches.started.append(orchestrator)
         if not defer_worker:
             orchestrator.start_worker()
         return orchestrator
 
     yield _start
-    for orchestrator in started:
-        orchestrator.api.stop()
-        if orchestrator.worker is not None:
-            orchestrator.worker.stop()
-    delete_queues(amqp_url, *queues)
+    launches.stop_all()
 
 
 def health_config(stack: Stack, timeout: int = 60) -> str:

@@ -20,12 +20,11 @@ from tests.integration.orchestrator.conftest import (
     Orchestrator,
     attempts,
     bring_up,
-    git_commit_all,
     health_config,
     inspect_container,
     tree_bytes,
 )
-from tests.support.stack import Stack
+from tests.support.stack import Stack, needs_greeting
 
 AGENT = Path(__file__).resolve().parents[2] / "fixtures" / "agents" / "set_env_agent.py"
 Starter = Callable[..., Orchestrator]
@@ -160,17 +159,7 @@ def test_applies_operator_supplied_patch(broken_stack: Stack, start_orchestrator
 def test_scripted_agent_patches_when_no_rule_applies(
     broken_stack: Stack, start_orchestrator
 ) -> None:
-    app = broken_stack.root / "app"
-    (app / "requirements.txt").write_text("PyYAML\n")
-    source = (app / "app.py").read_text()
-    (app / "app.py").write_text(
-        source.replace(
-            "import yaml\n",
-            "import yaml\n\nif not os.environ.get('GREETING'):\n"
-            "    raise SystemExit('environment variable GREETING is not set')\n",
-        )
-    )
-    git_commit_all(broken_stack.root, "needs GREETING")
+    needs_greeting(broken_stack)
     bring_up(broken_stack)
     agent = (
         f"{sys.executable} {AGENT} --workspace {{workspace}} --analysis {{analysis}} "

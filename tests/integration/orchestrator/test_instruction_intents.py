@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from moonmind.workflows.orchestrator.steps.pins import installed_version
+from moonmind.workflows.orchestrator.steps.pins import _read_back, installed_version
 from tests.integration.orchestrator.conftest import (
     TERMINAL,
     Orchestrator,
@@ -319,5 +319,10 @@ def test_the_installed_version_is_read_from_the_image(tmp_path: Path) -> None:
         assert "Cannot find module" in why
         pip = _docker("run", "--rm", ref, "python3", "-m", "pip", "--version").stdout.split()[1]
         assert installed_version(ref, "python", "pip") == (pip, "")
+        image_id = _docker("image", "inspect", "-f", "{{.Id}}", ref).stdout.strip()
+        assert _read_back(image_id, "node", "left-pad") == ("1.3.0", "", "image")
+        # the same image id again: read once, never again (an image does not change)
+        _docker("rmi", "-f", ref)
+        assert _read_back(image_id, "node", "left-pad") == ("1.3.0", "", "image (read before)")
     finally:
         _docker("rmi", "-f", ref)

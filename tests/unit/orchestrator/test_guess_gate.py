@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
-
-from api_service.db.base import Database, get_database
-from api_service.db.migrate import upgrade
+from api_service.db.base import Database
 from moonmind.config import Settings
 from moonmind.workflows.orchestrator import policies, transitions
 from moonmind.workflows.orchestrator import repositories as repo
@@ -21,19 +17,7 @@ from tests.support.factories import create_run
 NO_METRICS = Metrics("", 8125, "")
 GUESS = {"package": "frobnicator", "why": "'frobnicator' is not in the known table"}
 
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        database_url=f"sqlite:///{tmp_path / 'orchestrator.db'}",
-        artifact_root=tmp_path / "artifacts",
-    )
-
-
-@pytest.fixture
-def db(settings: Settings) -> Database:
-    upgrade(settings.database_url)
-    return get_database(settings.database_url)
+# settings and db: tests/unit/orchestrator/conftest.py (SQLite in tmp_path, migrated)
 
 
 def _patched(

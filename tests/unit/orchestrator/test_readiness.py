@@ -97,7 +97,8 @@ def test_healthy_on_the_first_probe_after_it_answers(
     )
     assert result.ok, result.reason
     assert [a.ok for a in result.attempts] == [False] * 4 + [True]
-    assert time.sleeps == [0.05] * 4  # a short fixed interval first
+    assert time.sleeps == [Schedule().fast_s] * 4  # a short fixed interval first
+    assert Schedule().fast_s <= 0.02
     assert sum("probe #" in line for line in lines) == 5
 
 

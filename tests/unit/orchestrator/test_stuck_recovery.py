@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
-
-from api_service.db.base import Database, get_database
-from api_service.db.migrate import upgrade
+from api_service.db.base import Database
 from moonmind.config import Settings
 from moonmind.workflows.orchestrator import repositories as repo
 from moonmind.workflows.orchestrator import sweeper, transitions
@@ -28,20 +23,6 @@ from tests.support.factories import create_run
 
 NO_METRICS = Metrics("", 8125, "")
 LATER = datetime.now(UTC) + timedelta(hours=1)  # every heartbeat is stale by then
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        database_url=f"sqlite:///{tmp_path / 'orchestrator.db'}",
-        artifact_root=tmp_path / "artifacts",
-    )
-
-
-@pytest.fixture
-def db(settings: Settings) -> Iterator[Database]:
-    upgrade(settings.database_url)
-    return get_database(settings.database_url)
 
 
 def _queued(db: Database, service: str, **kwargs: object) -> tuple[uuid.UUID, str]:

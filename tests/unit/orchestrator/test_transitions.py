@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from api_service.db.base import Database, get_database
-from api_service.db.migrate import upgrade
+from api_service.db.base import Database
 from moonmind.config import Settings
 from moonmind.workflows.orchestrator import cancellation, transitions
 from moonmind.workflows.orchestrator import repositories as repo
@@ -23,20 +20,6 @@ from moonmind.workflows.orchestrator.steps import StepFailed, StepResult
 from tests.support.factories import create_run
 
 NO_METRICS = Metrics("", 8125, "")
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        database_url=f"sqlite:///{tmp_path / 'orchestrator.db'}",
-        artifact_root=tmp_path / "artifacts",
-    )
-
-
-@pytest.fixture
-def db(settings: Settings) -> Iterator[Database]:
-    upgrade(settings.database_url)
-    return get_database(settings.database_url)
 
 
 def _pending_run(db: Database, **kwargs: object) -> uuid.UUID:

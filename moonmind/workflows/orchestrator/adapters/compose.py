@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import docker
+import requests
 import yaml
+from docker.errors import DockerException
 
 from moonmind.workflows.orchestrator.adapters.process import child_preexec, kill_group, tracked
 
@@ -136,45 +139,50 @@ class Compose:
     def repair_interrupted_recreate(self, service: str, on_line: LineSink) -> None:
         """Undo what a compose killed mid-recreate left: the old container renamed
         ``<id>_<name>``, which makes every later `up` fail. It gets its name back, or is
-        removed when a container of that name was already created."""
+        removed when a container of that name was already created (engine API calls, no
+        process start)."""
         try:
-            self._repair(service, on_line)
-        except (OSError, subprocess.SubprocessError):  # no docker CLI: `up` will say more
+            client = docker.from_env(timeout=int(_CONFIG_TIMEOUT_S))
+        except DockerException:  # no engine here: `up` will say more
             return
+        try:
+            self._repair(client.api, service, on_line)
+        except (DockerException, requests.exceptions.RequestException):
+            return
+        finally:
+            client.close()
 
-    def _repair(self, service: str, on_line: LineSink) -> None:
+    def _repair(self, api: docker.APIClient, service: str, on_line: LineSink) -> None:
         project = normalize_project_name(self.project, self.command)
-        listing = subprocess.run(
-            [
-                "docker",
-                "ps",
-                "-a",
-                "--filter",
-                f"label=com.docker.compose.project={project}",
-                "--filter",
-                f"label=com.docker.compose.service={service}",
-                "--format",
-                "{{.ID}} {{.Names}}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=_CONFIG_TIMEOUT_S,
-            check=False,
-        )
-        rows = [line.split(" ", 1) for line in listing.stdout.splitlines() if " " in line]
+        labels = [f"com.docker.compose.project={project}", f"com.docker.compose.service={service}"]
+        rows = [
+            (str(found["Id"]), str(name).lstrip("/"))
+            for found in api.containers(all=True, filters={"label": labels})
+            for name in (found.get("Names") or [])[:1]
+        ]
         names = {name for _, name in rows}
         for cid, name in rows:
             renamed = _INTERRUPTED_NAME.match(name)
             if renamed is None:
                 continue
             original = renamed.group(1)
-            action = ["rm", "-f", cid] if original in names else ["rename", cid, original]
-            subprocess.run(["docker", *action], capture_output=True, timeout=60, check=False)
-            on_line(f"repaired an interrupted recreate: docker {' '.join(action)} ({name})")
+            if original in names:
+                api.remove_container(cid, force=True)
+                done = f"removed {cid[:12]}"
+            else:
+                api.rename(cid, original)
+                done = f"renamed {cid[:12]} back to {original}"
+            on_line(f"repaired an interrupted recreate: {done} ({name})")
 
     def run(self, args: Sequence[str], on_line: LineSink, *, timeout_s: float | None = None) -> int:
         """Run any compose subcommand, forwarding each output line as soon as it appears."""
-        argv = self.argv(*args)
+        return self.run_argv(self.argv(*args), on_line, timeout_s=timeout_s)
+
+    def run_argv(
+        self, argv: list[str], on_line: LineSink, *, timeout_s: float | None = None
+    ) -> int:
+        """Run a command of the plan (compose's, or the `docker build` it would run) in the
+        workspace, forwarding each output line as soon as it appears."""
         try:
             proc = subprocess.Popen(
                 argv,

@@ -51,6 +51,9 @@ class ObjectNotFound(EngineError):
     """The referenced container or image does not exist (any more)."""
 
 
+LAST_EXIT_LOOKBACK_S = 3600  # how far back a restarted container's last "die" is looked for
+
+
 @dataclass(frozen=True)
 class ContainerInfo:
     """The parts of ``docker inspect`` that decide whether a service is healthy."""
@@ -269,6 +272,29 @@ class Engine:
         oom = "oom" in events or (info.memory_limit > 0 and "kill" not in events)
         return dataclasses.replace(info, oom_killed=True) if oom else info
 
+    def with_last_exit(self, info: ContainerInfo) -> ContainerInfo:
+        """``info`` with the exit code of its last run, when it is up again after a restart.
+
+        A restarted container's State.ExitCode is its current run's (0 while it runs); the
+        engine's "die" events keep what each earlier run exited with."""
+        if info.restart_count == 0 or info.status != "running":
+            return info
+        with _engine_call(f"events of {info.id}"):
+            died = [
+                (event.get("Actor") or {}).get("Attributes", {}).get("exitCode")
+                for event in self._client.api.events(
+                    since=int(time.time()) - LAST_EXIT_LOOKBACK_S,
+                    until=int(time.time()) + 1,
+                    filters={"container": info.id, "event": ["die"]},
+                    decode=True,
+                )
+            ]
+        codes = [int(code) for code in died if str(code or "").isdigit()]
+        if not codes:
+            return info
+        code = codes[-1]
+        return dataclasses.replace(info, exit_code=code, signal=code - 128 if code > 128 else None)
+
     def logs(self, container_id: str, tail: int = 300) -> str:
         """Last ``tail`` lines of stdout+stderr, decoded leniently."""
         with _engine_call(f"logs of {container_id}"):
@@ -289,7 +315,7 @@ class Engine:
     def tag_image(self, image_id: str, repository: str, tag: str) -> None:
         """Tag an image (used to keep a rollback point before rebuilding)."""
         with _engine_call(f"tag {image_id} as {repository}:{tag}"):
-            ok = self._client.images.get(image_id).tag(repository, tag)
+            ok = self._client.api.tag(image_id, repository, tag)  # one call, no inspect
         if not ok:
             raise EngineError(f"engine refused to tag {image_id} as {repository}:{tag}")
 

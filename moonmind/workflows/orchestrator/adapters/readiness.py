@@ -31,11 +31,15 @@ def _tls() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+# Once the URL has answered, the container is looked at this often until its window ends.
+WATCH_AFTER_ANSWER_S = 0.1
+
+
 @dataclass(frozen=True)
 class Schedule:
     """When to look again: ``fast_s`` apart for ``fast_for_s``, then growing by ``factor``."""
 
-    fast_s: float = 0.05
+    fast_s: float = 0.02
     fast_for_s: float = 3.0
     initial_s: float = 0.2
     factor: float = 2.0
@@ -188,8 +192,8 @@ def watch_ready(
             if now >= deadline:
                 return _verdict(watch, False, timed_out=True)
             delay = schedule.delays(now - start, slow_step)
-            left = watch.until_stable()
-            delay = min(delay, left) if left is not None else delay
+            left = watch.until_stable()  # answered: only the container is watched now
+            delay = min(max(delay, WATCH_AFTER_ANSWER_S), left) if left is not None else delay
             slow_step += 0 if now - start < schedule.fast_for_s else 1
             sleep(min(delay, deadline - now))
 

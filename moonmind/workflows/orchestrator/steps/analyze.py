@@ -115,7 +115,7 @@ def analyze(ctx: StepContext) -> StepResult:
         stack = engine.stack(svc.project, focus=svc.service)
         info = stack.get(svc.service)
         if info is not None:
-            info = engine.with_oom_event(info)
+            info = engine.with_oom_event(engine.with_last_exit(info))
         raw = engine.logs(info.id, tail=params.log_tail_lines) if info is not None else ""
         logs = ctx.redactor.redact(raw)
         if looks_at_peers(crash_block(logs)):  # which service holds that port: inspect all

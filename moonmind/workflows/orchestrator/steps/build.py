@@ -1,4 +1,6 @@
-"""Build: tag the service's current image for rollback, then `compose build` the service."""
+"""Build: tag the service's current image for rollback, then build the service: with
+`compose build`, or with the `docker build` docker-compose v1 itself would run (the plan's
+``docker_argv``, adapters/native_build.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+from moonmind.workflows.orchestrator.adapters.native_build import native_build_enabled
 from moonmind.workflows.orchestrator.adapters.snapshot import FileState
 from moonmind.workflows.orchestrator.diagnosis.build_log import build_failed
 from moonmind.workflows.orchestrator.enums import ArtifactType, StepName
@@ -69,11 +72,12 @@ def build(ctx: StepContext) -> StepResult:
                 engine.tag_image(old_image, repository, tag)
         rollback_ref = f"{repository}:{tag}" if old_image else None
         kept: list[str] = []
+        argv = params.docker_argv if params.docker_argv and native_build_enabled() else params.argv
         with ctx.log(StepName.BUILD, "build.log", type=ArtifactType.BUILD_LOG) as out:
-            out(f"$ {' '.join(params.argv)}")
-            code = svc.compose().build(
-                svc.service, _keeping(out, kept), timeout_s=ctx.build_timeout_s
-            )
+            out(f"$ {' '.join(argv)}")
+            if argv is params.docker_argv:
+                out(f"(what {' '.join(params.argv)} runs, without its start-up)")
+            code = svc.compose().run_argv(argv, _keeping(out, kept), timeout_s=ctx.build_timeout_s)
             out(f"exit code {code}")
         new_image = engine.image_id(params.image)
     finally:
@@ -90,5 +94,6 @@ def build(ctx: StepContext) -> StepResult:
         raise StepFailed(
             f"build of {svc.service} failed (exit {code}){why}; see build.log", result=result
         )
-    pins, said = pin_installed(ctx, new_image)  # dependencies added without a version
+    # dependencies added without a version
+    pins, said = pin_installed(ctx, new_image, "\n".join(kept))
     return StepResult(f"built {params.image} ({(new_image or '?')[:19]}){said}", result | pins)

@@ -1,7 +1,10 @@
 """After a build: pin each dependency a rule added without a version to what was installed.
 
-The new image is asked (a throwaway container: ``importlib.metadata`` for Python,
-``node_modules/<name>/package.json`` for Node) which version the build installed; the
+The version comes, cheapest first, from what pip printed in this build's log
+("Successfully installed name-X", when the log names one version only), from an
+earlier read-back of the same image id (an image never changes), or else from the new
+image itself (a throwaway container: ``importlib.metadata`` for Python,
+``node_modules/<name>/package.json`` for Node). The result records which. The
 requirement line becomes ``name==X`` and the package.json entry ``^X``. The file was
 already patched, so its pre-image is kept and a rollback puts the original back. The
 edit does not change what the built image contains (it holds the unpinned file; the next
@@ -15,6 +18,7 @@ import difflib
 import hashlib
 import json
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,7 @@ from moonmind.workflows.orchestrator.adapters import workspace as ws
 from moonmind.workflows.orchestrator.adapters.image_exec import run_in_image
 from moonmind.workflows.orchestrator.diagnosis.kind_rules import _repin
 from moonmind.workflows.orchestrator.diagnosis.node_deps import _json_indent
+from moonmind.workflows.orchestrator.diagnosis.python_deps import canonical_name
 from moonmind.workflows.orchestrator.enums import ArtifactType, StepName
 from moonmind.workflows.orchestrator.steps.context import StepContext
 
@@ -32,6 +37,40 @@ _NODE = (
     "const p = require('path').resolve('node_modules', process.argv[1], 'package.json');"
     "console.log(require(p).version)"
 )
+
+
+_PIP_INSTALLED = re.compile(r"Successfully installed (.+)$")
+_READ_BACKS: dict[tuple[str, str, str], str] = {}  # (image id, ecosystem, name) -> version
+_READ_BACKS_MAX = 512
+_read_backs_lock = threading.Lock()
+
+
+def logged_version(build_log: str, package: str) -> str | None:
+    """The version pip said it installed for ``package`` in this build, when it said one."""
+    wanted, seen = canonical_name(package), set()
+    for line in build_log.splitlines():
+        found = _PIP_INSTALLED.search(line.strip())
+        for item in found.group(1).split() if found else ():
+            name, _, version = item.rpartition("-")
+            if name and canonical_name(name) == wanted and _VERSION.match(version):
+                seen.add(version)
+    return seen.pop() if len(seen) == 1 else None
+
+
+def _read_back(image: str, ecosystem: str, package: str) -> tuple[str | None, str, str]:
+    """(version, why not, where it came from): a cached read-back of this image, or a new one."""
+    key = (image, ecosystem, canonical_name(package))
+    with _read_backs_lock:
+        known = _READ_BACKS.get(key)
+    if known is not None:
+        return known, "", "image (read before)"
+    version, why = installed_version(image, ecosystem, package)
+    if version is not None:
+        with _read_backs_lock:
+            if len(_READ_BACKS) >= _READ_BACKS_MAX:
+                _READ_BACKS.pop(next(iter(_READ_BACKS)))
+            _READ_BACKS[key] = version
+    return version, why, "image"
 
 
 def installed_version(image: str, ecosystem: str, package: str) -> tuple[str | None, str]:
@@ -76,11 +115,17 @@ def pinned_sha256(ctx: StepContext, path: str) -> str | None:
     return str(value) if value else None
 
 
-def _pin_one(ctx: StepContext, image: str, entry: dict[str, str]) -> tuple[dict[str, Any], str]:
+def _pin_one(
+    ctx: StepContext, image: str, entry: dict[str, str], build_log: str
+) -> tuple[dict[str, Any], str]:
     """The record of one pin (``version`` None when it failed) and its diff."""
     package, ecosystem, path = entry["package"], entry["ecosystem"], entry["path"]
     record: dict[str, Any] = {"package": package, "ecosystem": ecosystem, "path": path}
-    version, why = installed_version(image, ecosystem, package)
+    version: str | None = logged_version(build_log, package) if ecosystem == "python" else None
+    if version is not None:
+        why, record["read_from"] = "", "build log"
+    else:
+        version, why, record["read_from"] = _read_back(image, ecosystem, package)
     full = Path(ctx.workspace) / path
     try:
         data = full.read_bytes()
@@ -114,7 +159,9 @@ def _remember(ctx: StepContext, path: str, sha: str) -> None:
     target.write_text(json.dumps(recorded))
 
 
-def pin_installed(ctx: StepContext, image: str | None) -> tuple[dict[str, Any], str]:
+def pin_installed(
+    ctx: StepContext, image: str | None, build_log: str = ""
+) -> tuple[dict[str, Any], str]:
     """The build result's ``pins`` and a message part ('' when nothing was to pin)."""
     unpinned = ctx.result_of(StepName.PATCH).get("unpinned") or []
     if not unpinned:
@@ -125,7 +172,7 @@ def pin_installed(ctx: StepContext, image: str | None) -> tuple[dict[str, Any], 
         return {"pins": pins}, f"; left unpinned: {why}"
     pins, diffs = [], []
     for entry in unpinned:
-        record, diff = _pin_one(ctx, image, entry)
+        record, diff = _pin_one(ctx, image, entry, build_log)
         pins.append(record)
         diffs.append(diff)
     if any(diffs):
