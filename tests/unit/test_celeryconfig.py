@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from moonmind.config import Settings
+from moonmind.workflows.orchestrator import local_transport
 from moonmind.workflows.orchestrator.celery_app import create_celery
 from moonmind.workflows.orchestrator.celeryconfig import (
     FILESYSTEM_POLLING_INTERVAL_S,
@@ -39,13 +40,19 @@ def test_local_transport_keeps_everything_under_its_folder(tmp_path: Path) -> No
         assert Path(options[key]).is_dir()
 
 
-def test_local_transport_polls_for_new_messages_every_50_ms(tmp_path: Path) -> None:
+def test_local_transport_polls_for_new_messages_every_10_ms(tmp_path: Path) -> None:
     """A step's hand-off on the embedded default costs milliseconds, not kombu's 1 s poll."""
     app = create_celery(Settings(broker_folder=str(tmp_path / "celery")))
     with app.connection_for_write() as connection:
-        assert connection.transport.polling_interval == FILESYSTEM_POLLING_INTERVAL_S == 0.05
+        assert connection.transport.polling_interval == FILESYSTEM_POLLING_INTERVAL_S == 0.01
 
 
 def test_step_time_limit_must_stay_under_the_consumer_timeout() -> None:
     with pytest.raises(ValueError, match="step_time_limit_seconds"):
         Settings(step_time_limit_seconds=RABBITMQ_CONSUMER_TIMEOUT_S)
+
+
+def test_local_transport_is_the_atomic_one(tmp_path: Path) -> None:
+    app = create_celery(Settings(broker_folder=str(tmp_path / "celery")))
+    with app.connection_for_write() as connection:
+        assert isinstance(connection.transport, local_transport.Transport)

@@ -13,10 +13,11 @@ from typing import Any
 from kombu import Exchange, Queue
 
 from moonmind.config import Settings
+from moonmind.workflows.orchestrator import local_transport
 
 MAX_PRIORITY = 9
 # How often the embedded filesystem transport looks for a new message (kombu's default: 1 s).
-FILESYSTEM_POLLING_INTERVAL_S = 0.05
+FILESYSTEM_POLLING_INTERVAL_S = 0.01
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -54,6 +55,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         folder = Path(settings.broker_folder).expanduser().resolve()
         for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
+        # kombu's filesystem transport, with messages renamed into place once written.
+        config["broker_transport"] = local_transport.Transport
         config["broker_transport_options"] = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
