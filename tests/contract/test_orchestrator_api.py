@@ -189,13 +189,6 @@ def store(settings: Settings) -> ArtifactStore:
 
 
 @pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(settings))
-    async with httpx.AsyncClient(transport=transport, base_url="http://orchestrator") as c:
-        yield c
-
-
-@pytest.fixture
 async def authed(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The app with principals configured (alice operator, bob approver+sre, ...)."""
     configured = settings.model_copy(
@@ -318,9 +311,9 @@ def queued_messages(amqp_url: str, queue: str) -> int:
 
 class TestCreateRun:
     async def test_accepted_run_matches_run_summary_and_is_queued(
-        self, client: httpx.AsyncClient, amqp_url: str, queue_name: str, db: Database
+        self, api: httpx.AsyncClient, amqp_url: str, queue_name: str, db: Database
     ) -> None:
-        response = await client.post(
+        response = await api.post(
             "/orchestrator/runs",
             json={"instruction": "fix the missing dependency", "target_service": "app"},
         )
@@ -335,8 +328,8 @@ class TestCreateRun:
         with db.session() as session:
             assert repositories.get_run(session, uuid.UUID(body["run_id"])) is not None
 
-    async def test_high_priority_and_token_are_kept(self, client: httpx.AsyncClient) -> None:
-        response = await client.post(
+    async def test_high_priority_and_token_are_kept(self, api: httpx.AsyncClient) -> None:
+        response = await api.post(
             "/orchestrator/runs",
             json={
                 "instruction": "restart sibling",
@@ -350,9 +343,9 @@ class TestCreateRun:
         assert response.json()["priority"] == "high"
 
     async def test_unknown_service_is_400_naming_the_real_ones(
-        self, client: httpx.AsyncClient
+        self, api: httpx.AsyncClient
     ) -> None:
-        response = await client.post(
+        response = await api.post(
             "/orchestrator/runs", json={"instruction": "fix it", "target_service": "nope"}
         )
         assert response.status_code == 400
@@ -380,9 +373,9 @@ class TestCreateRun:
         ],
     )
     async def test_invalid_body_is_400_error_response(
-        self, client: httpx.AsyncClient, payload: Any
+        self, api: httpx.AsyncClient, payload: Any
     ) -> None:
-        response = await client.post("/orchestrator/runs", json=payload)
+        response = await api.post("/orchestrator/runs", json=payload)
         assert response.status_code == 400
         assert_conforms(response.json(), "/orchestrator/runs", "post", 400)
         assert response.json()["error"] == "invalid_request"
@@ -393,9 +386,9 @@ class TestCreateRun:
 
 class TestListRuns:
     async def test_filtered_list_matches_contract_newest_first(
-        self, client: httpx.AsyncClient, seeded: Seeded
+        self, api: httpx.AsyncClient, seeded: Seeded
     ) -> None:
-        response = await client.get("/orchestrator/runs", params={"service": seeded.service})
+        response = await api.get("/orchestrator/runs", params={"service": seeded.service})
         assert response.status_code == 200
         body = response.json()
         assert_conforms(body, "/orchestrator/runs", "get", 200)
@@ -407,15 +400,13 @@ class TestListRuns:
             assert_declares_all(run, "RunSummary")
         assert "next_cursor" not in body
 
-    async def test_every_stored_run_conforms(
-        self, client: httpx.AsyncClient, seeded: Seeded
-    ) -> None:
-        response = await client.get("/orchestrator/runs", params={"limit": 100})
+    async def test_every_stored_run_conforms(self, api: httpx.AsyncClient, seeded: Seeded) -> None:
+        response = await api.get("/orchestrator/runs", params={"limit": 100})
         assert response.status_code == 200
         assert_conforms(response.json(), "/orchestrator/runs", "get", 200)
 
-    async def test_status_filter(self, client: httpx.AsyncClient, seeded: Seeded) -> None:
-        response = await client.get(
+    async def test_status_filter(self, api: httpx.AsyncClient, seeded: Seeded) -> None:
+        response = await api.get(
             "/orchestrator/runs", params={"service": seeded.service, "status": "succeeded"}
         )
         assert response.status_code == 200
@@ -428,9 +419,9 @@ class TestListRuns:
 
 class TestGetRun:
     async def test_finished_run_detail_matches_contract_with_every_property(
-        self, client: httpx.AsyncClient, seeded: Seeded
+        self, api: httpx.AsyncClient, seeded: Seeded
     ) -> None:
-        response = await client.get(f"/orchestrator/runs/{seeded.finished_run}")
+        response = await api.get(f"/orchestrator/runs/{seeded.finished_run}")
         assert response.status_code == 200
         body = response.json()
         assert_conforms(body, "/orchestrator/runs/{run_id}", "get", 200)
@@ -442,25 +433,25 @@ class TestGetRun:
         assert {a["path"] for a in body["artifacts"]} == set(seeded.artifacts)
 
     async def test_pending_run_detail_matches_contract(
-        self, client: httpx.AsyncClient, seeded: Seeded
+        self, api: httpx.AsyncClient, seeded: Seeded
     ) -> None:
-        response = await client.get(f"/orchestrator/runs/{seeded.pending_run}")
+        response = await api.get(f"/orchestrator/runs/{seeded.pending_run}")
         assert response.status_code == 200
         body = response.json()
         assert_run_detail_complete(body)
         assert_conforms(body, "/orchestrator/runs/{run_id}", "get", 200)
 
-    async def test_unknown_run_is_404_error_response(self, client: httpx.AsyncClient) -> None:
-        response = await client.get(f"/orchestrator/runs/{uuid.uuid4()}")
+    async def test_unknown_run_is_404_error_response(self, api: httpx.AsyncClient) -> None:
+        response = await api.get(f"/orchestrator/runs/{uuid.uuid4()}")
         assert response.status_code == 404
         assert_conforms(response.json(), "/orchestrator/runs/{run_id}", "get", 404)
         assert response.json()["error"] == "run_not_found"
 
     @pytest.mark.parametrize("run_id", ["not-a-uuid", "1234", "%2e%2e"])
     async def test_malformed_id_is_400_error_response(
-        self, client: httpx.AsyncClient, run_id: str
+        self, api: httpx.AsyncClient, run_id: str
     ) -> None:
-        response = await client.get(f"/orchestrator/runs/{run_id}")
+        response = await api.get(f"/orchestrator/runs/{run_id}")
         assert response.status_code == 400
         # Same ErrorResponse shape the contract gives this path's errors.
         assert_conforms(response.json(), "/orchestrator/runs/{run_id}", "get", 404)
@@ -472,9 +463,9 @@ class TestGetRun:
 
 class TestListArtifacts:
     async def test_artifacts_match_contract_with_every_property(
-        self, client: httpx.AsyncClient, seeded: Seeded
+        self, api: httpx.AsyncClient, seeded: Seeded
     ) -> None:
-        response = await client.get(f"/orchestrator/runs/{seeded.finished_run}/artifacts")
+        response = await api.get(f"/orchestrator/runs/{seeded.finished_run}/artifacts")
         assert response.status_code == 200
         body = response.json()
         assert_conforms(body, "/orchestrator/runs/{run_id}/artifacts", "get", 200)
@@ -488,21 +479,21 @@ class TestListArtifacts:
             assert by_path[relpath]["size_bytes"] == len(expected.data)
 
     async def test_run_without_artifacts_lists_none(
-        self, client: httpx.AsyncClient, db: Database
+        self, api: httpx.AsyncClient, db: Database
     ) -> None:
         with db.session() as session:
             run_id = create_run(session, service=f"svc-{uuid.uuid4().hex[:8]}").id
-        response = await client.get(f"/orchestrator/runs/{run_id}/artifacts")
+        response = await api.get(f"/orchestrator/runs/{run_id}/artifacts")
         assert response.status_code == 200
         assert response.json() == {"artifacts": []}
 
-    async def test_unknown_run_is_404(self, client: httpx.AsyncClient) -> None:
-        response = await client.get(f"/orchestrator/runs/{uuid.uuid4()}/artifacts")
+    async def test_unknown_run_is_404(self, api: httpx.AsyncClient) -> None:
+        response = await api.get(f"/orchestrator/runs/{uuid.uuid4()}/artifacts")
         assert response.status_code == 404
         assert response.json()["error"] == "run_not_found"
 
     async def test_every_artifact_type_is_in_the_contract(
-        self, client: httpx.AsyncClient, db: Database, store: ArtifactStore
+        self, api: httpx.AsyncClient, db: Database, store: ArtifactStore
     ) -> None:
         with db.session() as session:
             run = create_run(session, service=f"svc-{uuid.uuid4().hex[:8]}")
@@ -517,7 +508,7 @@ class TestListArtifacts:
                     kind=artifact_type.value,
                 )
             run_id = run.id
-        response = await client.get(f"/orchestrator/runs/{run_id}/artifacts")
+        response = await api.get(f"/orchestrator/runs/{run_id}/artifacts")
         assert response.status_code == 200
         assert_conforms(response.json(), "/orchestrator/runs/{run_id}/artifacts", "get", 200)
         assert {a["type"] for a in response.json()["artifacts"]} == set(ArtifactType)
@@ -542,10 +533,10 @@ class TestDownloadArtifact:
         "relpath", ["analysis.json", "patch.diff", "build.log", "pre-images/app/requirements.txt"]
     )
     async def test_bytes_checksum_and_content_type(
-        self, client: httpx.AsyncClient, seeded: Seeded, relpath: str
+        self, api: httpx.AsyncClient, seeded: Seeded, relpath: str
     ) -> None:
         expected = seeded.artifacts[relpath]
-        response = await client.get(
+        response = await api.get(
             f"/orchestrator/runs/{seeded.finished_run}/artifacts/{expected.artifact_id}"
         )
         assert response.status_code == 200
@@ -558,12 +549,10 @@ class TestDownloadArtifact:
         assert expected.content_type == media_type
 
     async def test_traversal_never_serves_a_file(
-        self, client: httpx.AsyncClient, seeded: Seeded
+        self, api: httpx.AsyncClient, seeded: Seeded
     ) -> None:
         for tail in TRAVERSALS:
-            response = await client.get(
-                f"/orchestrator/runs/{seeded.finished_run}/artifacts/{tail}"
-            )
+            response = await api.get(f"/orchestrator/runs/{seeded.finished_run}/artifacts/{tail}")
             assert response.status_code in {400, 404}, (tail, response.text)
             assert_conforms(response.json(), "/orchestrator/runs/{run_id}", "get", 404)
 
@@ -572,25 +561,23 @@ class TestDownloadArtifact:
         TRAVERSALS,
     )
     async def test_traversal_is_404(
-        self, client: httpx.AsyncClient, seeded: Seeded, tail: str
+        self, api: httpx.AsyncClient, seeded: Seeded, tail: str
     ) -> None:
-        response = await client.get(f"/orchestrator/runs/{seeded.finished_run}/artifacts/{tail}")
+        response = await api.get(f"/orchestrator/runs/{seeded.finished_run}/artifacts/{tail}")
         assert response.status_code == 404, response.text
         assert response.json()["error"] in {"not_found", "artifact_not_found"}
 
     async def test_artifact_of_another_run_is_404(
-        self, client: httpx.AsyncClient, seeded: Seeded
+        self, api: httpx.AsyncClient, seeded: Seeded
     ) -> None:
-        response = await client.get(
+        response = await api.get(
             f"/orchestrator/runs/{seeded.finished_run}/artifacts/{seeded.other_run_artifact}"
         )
         assert response.status_code == 404
         assert response.json()["error"] == "artifact_not_found"
 
-    async def test_random_artifact_id_is_404(
-        self, client: httpx.AsyncClient, seeded: Seeded
-    ) -> None:
-        response = await client.get(
+    async def test_random_artifact_id_is_404(self, api: httpx.AsyncClient, seeded: Seeded) -> None:
+        response = await api.get(
             f"/orchestrator/runs/{seeded.finished_run}/artifacts/{uuid.uuid4()}"
         )
         assert response.status_code == 404
@@ -601,16 +588,16 @@ class TestDownloadArtifact:
         ["build.log", "analysis.json", "etc%2fpasswd", "%2fetc%2fpasswd", "C:%5cwindows", "~root"],
     )
     async def test_path_like_artifact_id_is_rejected(
-        self, client: httpx.AsyncClient, seeded: Seeded, artifact_id: str
+        self, api: httpx.AsyncClient, seeded: Seeded, artifact_id: str
     ) -> None:
-        response = await client.get(
+        response = await api.get(
             f"/orchestrator/runs/{seeded.finished_run}/artifacts/{artifact_id}"
         )
         assert response.status_code in {400, 404}, response.text
         assert "error" in response.json()
 
     async def test_tampered_row_path_never_leaves_the_run_folder(
-        self, client: httpx.AsyncClient, seeded: Seeded, db: Database, tmp_path: Path
+        self, api: httpx.AsyncClient, seeded: Seeded, db: Database, tmp_path: Path
     ) -> None:
         secret = tmp_path / "secret.txt"
         secret.write_text("not an artifact")
@@ -621,16 +608,16 @@ class TestDownloadArtifact:
                 )
             ).one()
             row.path = f"../../{secret.name}"
-        response = await client.get(f"/orchestrator/runs/{seeded.finished_run}/artifacts/{row.id}")
+        response = await api.get(f"/orchestrator/runs/{seeded.finished_run}/artifacts/{row.id}")
         assert response.status_code == 404
         assert b"not an artifact" not in response.content
 
     async def test_row_without_file_is_404(
-        self, client: httpx.AsyncClient, seeded: Seeded, store: ArtifactStore
+        self, api: httpx.AsyncClient, seeded: Seeded, store: ArtifactStore
     ) -> None:
         expected = seeded.artifacts["patch.diff"]
         (store.run_dir(seeded.finished_run) / "patch.diff").unlink()
-        response = await client.get(
+        response = await api.get(
             f"/orchestrator/runs/{seeded.finished_run}/artifacts/{expected.artifact_id}"
         )
         assert response.status_code == 404
@@ -751,8 +738,8 @@ class TestApprove:
         assert response.status_code == 404
         assert response.json()["error"] == "run_not_found"
 
-    async def test_missing_approver_is_400(self, client: httpx.AsyncClient, seeded: Seeded) -> None:
-        response = await client.post(
+    async def test_missing_approver_is_400(self, api: httpx.AsyncClient, seeded: Seeded) -> None:
+        response = await api.post(
             f"/orchestrator/runs/{seeded.pending_run}/approvals", json={"token": "t"}
         )
         assert response.status_code == 400
@@ -761,31 +748,31 @@ class TestApprove:
 
 class TestRetry:
     async def test_failed_run_is_queued_again(
-        self, client: httpx.AsyncClient, db: Database, amqp_url: str, queue_name: str
+        self, api: httpx.AsyncClient, db: Database, amqp_url: str, queue_name: str
     ) -> None:
         run_id = _run_with(db, RunStatus.FAILED)
-        response = await client.post(f"/orchestrator/runs/{run_id}/retry", json={"reason": "x"})
+        response = await api.post(f"/orchestrator/runs/{run_id}/retry", json={"reason": "x"})
         assert response.status_code == 202, response.text
         assert_conforms(response.json(), "/orchestrator/runs/{run_id}/retry", "post", 202)
         assert response.json()["status"] == "pending"
         assert queued_messages(amqp_url, queue_name) == 1
 
-    async def test_succeeded_run_is_409(self, client: httpx.AsyncClient, seeded: Seeded) -> None:
-        response = await client.post(f"/orchestrator/runs/{seeded.finished_run}/retry")
+    async def test_succeeded_run_is_409(self, api: httpx.AsyncClient, seeded: Seeded) -> None:
+        response = await api.post(f"/orchestrator/runs/{seeded.finished_run}/retry")
         assert response.status_code == 409
         assert_conforms(response.json(), "/orchestrator/runs/{run_id}/retry", "post", 409)
 
-    async def test_unknown_step_is_400(self, client: httpx.AsyncClient, db: Database) -> None:
+    async def test_unknown_step_is_400(self, api: httpx.AsyncClient, db: Database) -> None:
         run_id = _run_with(db, RunStatus.FAILED)
-        response = await client.post(
+        response = await api.post(
             f"/orchestrator/runs/{run_id}/retry", json={"resume_from_step": "deploy"}
         )
         assert response.status_code == 400
 
     async def test_conflict_says_retry_rejected(
-        self, client: httpx.AsyncClient, seeded: Seeded
+        self, api: httpx.AsyncClient, seeded: Seeded
     ) -> None:
-        response = await client.post(f"/orchestrator/runs/{seeded.finished_run}/retry")
+        response = await api.post(f"/orchestrator/runs/{seeded.finished_run}/retry")
         assert response.status_code == 409
         assert response.json()["error"] == "retry_rejected"
         assert "failed or rolled_back" in response.json()["remediation"]
@@ -793,37 +780,35 @@ class TestRetry:
 
 class TestCancel:
     async def test_pending_run_ends_cancelled_at_once(
-        self, client: httpx.AsyncClient, db: Database
+        self, api: httpx.AsyncClient, db: Database
     ) -> None:
         run_id = _run_with(db, RunStatus.PENDING)
-        response = await client.post(f"/orchestrator/runs/{run_id}/cancel")
+        response = await api.post(f"/orchestrator/runs/{run_id}/cancel")
         assert response.status_code == 202, response.text
         assert_conforms(response.json(), "/orchestrator/runs/{run_id}/cancel", "post", 202)
         assert response.json()["status"] == "cancelled"
         assert response.json()["completed_at"] is not None
-        listed = await client.get("/orchestrator/runs", params={"status": "cancelled"})
+        listed = await api.get("/orchestrator/runs", params={"status": "cancelled"})
         assert str(run_id) in {run["run_id"] for run in listed.json()["runs"]}
 
     async def test_ended_run_is_409_cancel_rejected(
-        self, client: httpx.AsyncClient, seeded: Seeded
+        self, api: httpx.AsyncClient, seeded: Seeded
     ) -> None:
-        response = await client.post(f"/orchestrator/runs/{seeded.finished_run}/cancel")
+        response = await api.post(f"/orchestrator/runs/{seeded.finished_run}/cancel")
         assert response.status_code == 409
         assert_conforms(response.json(), "/orchestrator/runs/{run_id}/cancel", "post", 409)
         assert response.json()["error"] == "cancel_rejected"
 
-    async def test_running_run_is_asked_to_stop(
-        self, client: httpx.AsyncClient, db: Database
-    ) -> None:
+    async def test_running_run_is_asked_to_stop(self, api: httpx.AsyncClient, db: Database) -> None:
         run_id = _run_with(db, RunStatus.RUNNING)
-        response = await client.post(f"/orchestrator/runs/{run_id}/cancel")
+        response = await api.post(f"/orchestrator/runs/{run_id}/cancel")
         assert response.status_code == 202
         assert response.json()["status"] == "running"  # the worker stops it at a safe point
-        detail = (await client.get(f"/orchestrator/runs/{run_id}")).json()
+        detail = (await api.get(f"/orchestrator/runs/{run_id}")).json()
         assert detail["metrics_snapshot"]["cancel_requested"]["at"]
 
-    async def test_unknown_run_is_404(self, client: httpx.AsyncClient) -> None:
-        response = await client.post(f"/orchestrator/runs/{uuid.uuid4()}/cancel")
+    async def test_unknown_run_is_404(self, api: httpx.AsyncClient) -> None:
+        response = await api.post(f"/orchestrator/runs/{uuid.uuid4()}/cancel")
         assert response.status_code == 404
         assert_conforms(response.json(), "/orchestrator/runs/{run_id}/cancel", "post", 404)
 
@@ -929,10 +914,10 @@ class TestAuthentication:
         assert queued_messages(amqp_url, queue_name) == 1  # the gated step, patch
 
     async def test_local_principal_without_configured_principals(
-        self, client: httpx.AsyncClient
+        self, api: httpx.AsyncClient
     ) -> None:
         body = {"instruction": "fix it", "target_service": "app"}
-        response = await client.post("/orchestrator/runs", json=body)
+        response = await api.post("/orchestrator/runs", json=body)
         assert response.status_code == 202
         assert response.json()["requested_by"] == "local"
 
@@ -942,16 +927,16 @@ class TestAuthentication:
 
 class TestHttpErrors:
     async def test_method_not_allowed_names_the_allowed_methods(
-        self, client: httpx.AsyncClient, seeded: Seeded
+        self, api: httpx.AsyncClient, seeded: Seeded
     ) -> None:
         """RFC 9110 15.5.6: a 405 response must carry Allow."""
-        response = await client.delete(f"/orchestrator/runs/{seeded.finished_run}")
+        response = await api.delete(f"/orchestrator/runs/{seeded.finished_run}")
         assert response.status_code == 405
         assert response.json()["error"] == "http_error"
         assert "GET" in response.headers["allow"]
 
-    async def test_unknown_path_is_not_found(self, client: httpx.AsyncClient) -> None:
-        response = await client.get("/orchestrator/nothing-here")
+    async def test_unknown_path_is_not_found(self, api: httpx.AsyncClient) -> None:
+        response = await api.get("/orchestrator/nothing-here")
         assert response.status_code == 404
         assert response.json()["error"] == "not_found"
 

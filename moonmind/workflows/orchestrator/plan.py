@@ -80,7 +80,13 @@ class BuildParameters(StepParameters):
     argv: list[str]
     image: str
     # The `docker build` docker-compose v1 runs for this service, run without it (None:
-    # compose builds; see adapters/native_build.py).
+    # compose builds). Two decisions, made in two places: the API decides at submission
+    # whether such a command exists (adapters/native_build.py docker_build_argv, from the
+    # resolved compose file), and the worker decides at build time whether to use it
+    # (native_build_enabled(), from the worker's own COMPOSE_DOCKER_CLI_BUILD; false: run
+    # ``argv``). The split is deliberate: the worker is the process that would run
+    # docker-compose, so the switch that picks compose's builder belongs to its environment,
+    # not to whatever environment the API was started with.
     docker_argv: list[str] | None = None
 
 

@@ -14,6 +14,7 @@ import docker
 import httpx
 import pytest
 
+from moonmind.workflows.orchestrator.adapters.docker_engine import Engine
 from tests.support.broker import delete_queues
 from tests.support.processes import Process, start_api, start_worker
 from tests.support.stack import (  # noqa: F401 (git_commit_all: tests import it from here)
@@ -246,6 +247,14 @@ def health_config(stack: Stack, timeout: int = 60) -> str:
         f'health_url = "http://127.0.0.1:{stack.app_port}/health"\n'
         f"health_timeout_seconds = {timeout}\n"
     )
+
+
+@pytest.fixture
+def engine() -> Iterator[Engine]:
+    """A connection to the Docker engine (a module may define its own, e.g. module-scoped)."""
+    engine = Engine.connect()
+    yield engine
+    engine.close()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -14,13 +13,6 @@ from moonmind.workflows.orchestrator.adapters.docker_engine import ContainerInfo
 pytestmark = pytest.mark.docker
 
 BUSYBOX = "moonmind/busybox:1"
-
-
-@pytest.fixture
-def engine() -> Iterator[Engine]:
-    engine = Engine.connect()
-    yield engine
-    engine.close()
 
 
 def _running_again(engine: Engine, cid: str) -> ContainerInfo:
@@ -56,5 +48,25 @@ def test_a_container_that_never_restarted_is_left_as_it_is(engine: Engine) -> No
     try:
         info = ContainerInfo.from_attrs(engine._client.api.inspect_container(cid))
         assert engine.with_last_exit(info) == info
+    finally:
+        subprocess.run(["docker", "rm", "-f", cid], capture_output=True, check=False)
+
+
+def test_one_events_query_gives_the_last_exit_and_reads_its_sigkill(engine: Engine) -> None:
+    """What analyze asks: the last run's exit code and whether its SIGKILL was the OOM
+    killer's, from one events query, the same as the two separate queries say."""
+    # Each run SIGKILLs a child from inside (no "kill" event) in a memory-limited container.
+    script = 'sleep 2; /bin/busybox sh -c "kill -9 \\$\\$"; exit $?'
+    cid = subprocess.run(
+        ["docker", "run", "-d", "--restart", "always", "--memory", "64m", "--network", "none",
+         BUSYBOX, "/bin/busybox", "sh", "-c", script],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.strip()  # fmt: skip
+    try:
+        info = _running_again(engine, cid)
+        assert (info.exit_code, info.oom_killed) == (0, False)
+        combined = engine.with_exit_evidence(info)
+        assert (combined.exit_code, combined.signal, combined.oom_killed) == (137, 9, True)
+        assert combined == engine.with_oom_event(engine.with_last_exit(info))
     finally:
         subprocess.run(["docker", "rm", "-f", cid], capture_output=True, check=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -22,13 +23,6 @@ def _exited(*args: str) -> str:
     ).stdout.strip()
     subprocess.run(["docker", "wait", cid], capture_output=True, check=True, timeout=60)
     return cid
-
-
-@pytest.fixture
-def engine() -> Iterator[Engine]:
-    engine = Engine.connect()
-    yield engine
-    engine.close()
 
 
 def _info(engine: Engine, cid: str) -> ContainerInfo:
@@ -49,20 +43,31 @@ def test_an_oom_event_marks_a_sigkill_as_out_of_memory(engine: Engine) -> None:
         subprocess.run(["docker", "rm", "-f", cid], capture_output=True, check=False)
 
 
-def test_a_plain_sigkill_stays_a_signal(engine: Engine) -> None:
+@contextmanager
+def _sigkilled(engine: Engine, *limits: str, through_engine: bool) -> Iterator[ContainerInfo]:
+    """A container ended by SIGKILL (exit 137) with no OOMKilled flag, removed afterwards:
+    sent by `docker kill` (the engine records a "kill" event), or by a process inside it to
+    a child whose status PID 1 passes on (PID 1 itself ignores the signal; no event)."""
+    inside = ["sh", "-c", 'sh -c "kill -9 \\$\\$"; exit $?']
     cid = subprocess.run(
-        ["docker", "run", "-d", "--memory", "64m", PYTHON, "sleep", "300"],
+        ["docker", "run", "-d", *limits, PYTHON, *(["sleep", "300"] if through_engine else inside)],
         capture_output=True, text=True, check=True, timeout=60,
     ).stdout.strip()  # fmt: skip
-    subprocess.run(["docker", "kill", "-s", "KILL", cid], capture_output=True, check=True)
-    subprocess.run(["docker", "wait", cid], capture_output=True, check=True, timeout=60)
     try:
+        if through_engine:
+            subprocess.run(["docker", "kill", "-s", "KILL", cid], capture_output=True, check=True)
+        subprocess.run(["docker", "wait", cid], capture_output=True, check=True, timeout=60)
         info = _info(engine, cid)
         assert info.signal == 9
         assert info.oom_killed is False
-        assert engine.with_oom_event(info).oom_killed is False
+        yield info
     finally:
         subprocess.run(["docker", "rm", "-f", cid], capture_output=True, check=False)
+
+
+def test_a_plain_sigkill_stays_a_signal(engine: Engine) -> None:
+    with _sigkilled(engine, "--memory", "64m", through_engine=True) as info:
+        assert engine.with_oom_event(info).oom_killed is False
 
 
 @pytest.mark.parametrize(("memory", "oom"), [(["--memory", "64m"], True), ([], False)])
@@ -72,12 +77,5 @@ def test_a_sigkill_no_one_sent_through_the_engine(
     """Neither the flag nor an "oom" event (both can lose the race with a process that
     dies at once), no "kill" event either: in a memory-limited container that SIGKILL is
     the kernel's OOM killer; without a limit it stays a signal."""
-    # a child killed by SIGKILL, its status passed on (PID 1 itself ignores the signal)
-    cid = _exited(*memory, PYTHON, "sh", "-c", 'sh -c "kill -9 \\$\\$"; exit $?')
-    try:
-        info = _info(engine, cid)
-        assert info.signal == 9
-        assert info.oom_killed is False
+    with _sigkilled(engine, *memory, through_engine=False) as info:
         assert engine.with_oom_event(info).oom_killed is oom
-    finally:
-        subprocess.run(["docker", "rm", "-f", cid], capture_output=True, check=False)

@@ -11,6 +11,7 @@ import pytest
 
 from moonmind.workflows.orchestrator.adapters.docker_engine import ContainerInfo
 from moonmind.workflows.orchestrator.adapters.readiness import (
+    WATCH_AFTER_ANSWER_S,
     Schedule,
     Target,
     started_epoch,
@@ -125,6 +126,39 @@ def test_the_window_counts_from_the_container_start_alongside_the_probe(
     assert time.now == pytest.approx(1.0, abs=0.06)
     assert any(line.startswith("container check: ok:") and "c1 started" in line for line in lines)
     assert any(line.startswith("health check: ok:") for line in lines)
+
+
+def test_after_the_url_answers_the_container_is_looked_at_on_its_own_cadence(
+    server: tuple[str, type[_Handler]],
+) -> None:
+    """Once answered, only the container is watched: every WATCH_AFTER_ANSWER_S (not at the
+    probe's faster interval, not once at the window's end), so an exit is seen one look on."""
+    url, handler = server
+    handler.answering = True
+    time = Time()
+    looked_at: list[float] = []
+    exits_at = 3.5 * WATCH_AFTER_ANSWER_S  # between the 4th and the 5th look
+
+    def info() -> ContainerInfo:
+        looked_at.append(time.now)
+        return RUNNING if time.now < exits_at else EXITED
+
+    assert Schedule().fast_s < WATCH_AFTER_ANSWER_S  # else this could not tell them apart
+    result = watch_ready(
+        info,
+        Target(health_url=url, stable_s=3.0, deadline_s=30),
+        Schedule(),
+        lambda line: None,
+        clock=time.clock,
+        wall=time.wall,
+        sleep=time.sleep,
+    )
+    assert not result.ok
+    assert "exited with code 1" in result.reason
+    assert [a.ok for a in result.attempts] == [True]  # answered at the first look
+    gaps = [later - earlier for earlier, later in zip(looked_at, looked_at[1:], strict=False)]
+    assert gaps == pytest.approx([WATCH_AFTER_ANSWER_S] * 4)
+    assert looked_at[-1] == pytest.approx(4 * WATCH_AFTER_ANSWER_S)
 
 
 def test_exit_inside_the_window_is_not_healthy(server: tuple[str, type[_Handler]]) -> None:

@@ -6,20 +6,28 @@ and keeps rollback tags, so errors are normalised into two exception types.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import docker
 import requests
 from docker.errors import DockerException, ImageNotFound, NotFound
+
+from moonmind.workflows.orchestrator.adapters.exit_events import (
+    LAST_EXIT_LOOKBACK_S,
+    epoch,
+    oom_window,
+    ran_again,
+    signal_of,
+    with_died,
+    with_oom_verdict,
+)
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -49,9 +57,6 @@ class EngineUnavailable(EngineError):
 
 class ObjectNotFound(EngineError):
     """The referenced container or image does not exist (any more)."""
-
-
-LAST_EXIT_LOOKBACK_S = 3600  # how far back a restarted container's last "die" is looked for
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,7 @@ class ContainerInfo:
             started_at=str(state.get("StartedAt") or ""),
             image_id=str(attrs.get("Image", "")),
             oom_killed=bool(state.get("OOMKilled")),
-            signal=exit_code - 128 if 128 < exit_code < 160 else None,
+            signal=signal_of(exit_code),
             error=str(state.get("Error") or ""),
             restart_policy=str((host.get("RestartPolicy") or {}).get("Name") or ""),
             health_log=tuple(
@@ -130,7 +135,7 @@ def _from_listing(entry: dict[str, Any]) -> ContainerInfo:
         started_at="",
         image_id=str(entry.get("ImageID", "")),
         oom_killed=False,
-        signal=exit_code - 128 if 128 < exit_code < 160 else None,
+        signal=signal_of(exit_code),
         ports=tuple(sorted({int(p["PrivatePort"]) for p in entry.get("Ports") or []})),
     )
 
@@ -147,15 +152,6 @@ def _unavailable_message(exc: BaseException) -> str:
     where = f"DOCKER_HOST={host}" if host else "default socket"
     detail = " ".join(str(exc).split()) or type(exc).__name__
     return f"Docker engine unavailable ({where}): {detail}; {_REMEDIATION}"
-
-
-def _epoch(timestamp: str) -> float | None:
-    """Seconds since the epoch of docker's RFC3339Nano timestamp (None if unset)."""
-    base = timestamp.rstrip("Z").partition(".")[0]
-    try:
-        return datetime.fromisoformat(base).replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
 
 
 def _created_key(created: str) -> tuple[str, str]:
@@ -254,46 +250,48 @@ class Engine:
         engine watches its cgroup). A SIGKILL of a memory-limited container that nobody
         sent through the engine (no "kill" event: not docker kill, not a stop's timeout)
         is the kernel's OOM killer. Asked only for a SIGKILL (exit 137)."""
-        if info.oom_killed or info.signal != 9:
-            return info
-        since = _epoch(info.started_at)
+        since = oom_window(info)
         if since is None:
             return info
-        with _engine_call(f"events of {info.id}"):
-            events = {
-                str(event.get("status") or event.get("Action") or "")
-                for event in self._client.api.events(
-                    since=int(since),
-                    until=int(time.time()) + 1,
-                    filters={"container": info.id, "event": ["oom", "kill"]},
-                    decode=True,
-                )
-            }
-        oom = "oom" in events or (info.memory_limit > 0 and "kill" not in events)
-        return dataclasses.replace(info, oom_killed=True) if oom else info
+        return with_oom_verdict(info, self._container_events(info, ("oom", "kill"), since), since)
 
     def with_last_exit(self, info: ContainerInfo) -> ContainerInfo:
         """``info`` with the exit code of its last run, when it is up again after a restart.
 
         A restarted container's State.ExitCode is its current run's (0 while it runs); the
         engine's "die" events keep what each earlier run exited with."""
-        if info.restart_count == 0 or info.status != "running":
+        if not ran_again(info):
             return info
+        since = int(time.time()) - LAST_EXIT_LOOKBACK_S
+        return with_died(info, self._container_events(info, ("die",), since), since)
+
+    def with_exit_evidence(self, info: ContainerInfo) -> ContainerInfo:
+        """``with_oom_event(with_last_exit(info))`` from one events query: a container that
+        runs again is asked for its "die", "oom" and "kill" events at once, each kind read
+        over the window its own method would have asked for."""
+        if not ran_again(info):
+            return self.with_oom_event(info)
+        lookback = int(time.time()) - LAST_EXIT_LOOKBACK_S
+        began = epoch(info.started_at)
+        since = lookback if began is None else min(lookback, int(began))
+        events = self._container_events(info, ("oom", "kill", "die"), since)
+        last = with_died(info, events, lookback)
+        window = oom_window(last)
+        return last if window is None else with_oom_verdict(last, events, window)
+
+    def _container_events(
+        self, info: ContainerInfo, kinds: Sequence[str], since: int
+    ) -> list[dict[str, Any]]:
+        """The container's events of these kinds from ``since`` (whole seconds) until now."""
         with _engine_call(f"events of {info.id}"):
-            died = [
-                (event.get("Actor") or {}).get("Attributes", {}).get("exitCode")
-                for event in self._client.api.events(
-                    since=int(time.time()) - LAST_EXIT_LOOKBACK_S,
+            return list(
+                self._client.api.events(
+                    since=since,
                     until=int(time.time()) + 1,
-                    filters={"container": info.id, "event": ["die"]},
+                    filters={"container": info.id, "event": list(kinds)},
                     decode=True,
                 )
-            ]
-        codes = [int(code) for code in died if str(code or "").isdigit()]
-        if not codes:
-            return info
-        code = codes[-1]
-        return dataclasses.replace(info, exit_code=code, signal=code - 128 if code > 128 else None)
+            )
 
     def logs(self, container_id: str, tail: int = 300) -> str:
         """Last ``tail`` lines of stdout+stderr, decoded leniently."""

@@ -114,8 +114,8 @@ def analyze(ctx: StepContext) -> StepResult:
         # One listing and one inspect: the other services as the listing shows them.
         stack = engine.stack(svc.project, focus=svc.service)
         info = stack.get(svc.service)
-        if info is not None:
-            info = engine.with_oom_event(engine.with_last_exit(info))
+        if info is not None:  # a restart's exit code and an OOM kill, from one events query
+            info = engine.with_exit_evidence(info)
         raw = engine.logs(info.id, tail=params.log_tail_lines) if info is not None else ""
         logs = ctx.redactor.redact(raw)
         if looks_at_peers(crash_block(logs)):  # which service holds that port: inspect all
