@@ -103,6 +103,7 @@ def test_api_serves_docs_and_empty_run_list(tmp_path: Path) -> None:
     api, base = start_api(env, tmp_path)
     try:
         assert "listening on http://127.0.0.1:" in api.output()
+        assert _fast_http(api.popen.pid)
         docs = httpx.get(f"{base}/docs", timeout=10)
         assert docs.status_code == 200
         assert "swagger" in docs.text.lower()
@@ -131,6 +132,13 @@ def _serving(pid: int) -> list[int]:
     return [child for child in _children(pid) if "spawn_main" in _cmdline(child)]
 
 
+def _fast_http(pid: int) -> bool:
+    """The process serves on uvloop and httptools (their compiled modules are mapped),
+    not on asyncio's loop and h11 (issue 9: P5)."""
+    maps = (Path("/proc") / str(pid) / "maps").read_text()
+    return "uvloop" in maps and "httptools" in maps
+
+
 def _cmdline(pid: int) -> str:
     try:
         return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -156,6 +164,7 @@ def test_the_api_serves_from_as_many_processes_as_asked(
             for _ in range(20):
                 assert http.get("/orchestrator/runs").status_code == 200
         workers = _serving(api.popen.pid)
+        assert all(_fast_http(pid) for pid in workers)
     finally:
         api.stop()
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]  # none left behind
