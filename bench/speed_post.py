@@ -30,6 +30,7 @@ class Load:
     latencies: list[float]
     refused: int  # answers other than 202
     worst_by_second: list[float]  # the slowest answer of the requests due in each second
+    reconnects: int = 0  # connections the API closed after an answer (Connection: close)
 
 
 def constant_rate(base: str, rate: float = RATE, seconds: float = SECONDS) -> Load:
@@ -53,13 +54,18 @@ async def _constant_rate(url: SplitResult, rate: float, seconds: float) -> Load:
     latencies: list[float] = []
     worst = [0.0] * (int(seconds) + 1)
     refused = 0
+    reconnects = [0]
     start = time.perf_counter() + 0.1
 
     async def one(index: int, due: float) -> None:
         nonlocal refused
         reader, writer = await idle.get()
         writer.write(request)
-        status = await _answer(reader)
+        status, close = await _answer(reader)
+        if close:  # the API closed the connection after this answer: reconnect, as clients do
+            writer.close()
+            reader, writer = await asyncio.open_connection(url.hostname, url.port)
+            reconnects[0] += 1
         idle.put_nowait((reader, writer))
         took = time.perf_counter() - due
         latencies.append(took)
@@ -76,20 +82,23 @@ async def _constant_rate(url: SplitResult, rate: float, seconds: float) -> Load:
     elapsed = time.perf_counter() - start
     while not idle.empty():
         idle.get_nowait()[1].close()
-    return Load(rate, len(latencies) / elapsed, latencies, refused, worst)
+    return Load(rate, len(latencies) / elapsed, latencies, refused, worst, reconnects[0])
 
 
-async def _answer(reader: asyncio.StreamReader) -> int:
-    """Read one HTTP/1.1 response with a Content-Length body; its status code."""
+async def _answer(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    """Read one HTTP/1.1 response with a Content-Length body: its status code, and whether
+    the server closes the connection after it."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
-    length = 0
+    length, close = 0, False
     for header in lines[1:]:
         name, _, value = header.partition(":")
         if name.strip().lower() == "content-length":
             length = int(value)
+        elif name.strip().lower() == "connection":
+            close = value.strip().lower() == "close"
     await reader.readexactly(length)
-    return int(lines[0].split()[1])
+    return int(lines[0].split()[1]), close
 
 
 def line(load: Load, closed_rate: float, closed_p99: float) -> Line:
@@ -111,5 +120,6 @@ def line(load: Load, closed_rate: float, closed_p99: float) -> Line:
             "worst_by_second_s": [round(w, 4) for w in load.worst_by_second],
             "closed_loop_rate": closed_rate,
             "closed_loop_p99_s": closed_p99,
+            "reconnects": load.reconnects,
         },
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 NAMING_CONVENTION = {
@@ -35,6 +37,9 @@ def normalize_url(url: str) -> str:
 
 POOL_SIZE = 20  # kept open once opened; the API's thread pool runs up to 40 requests
 POOL_OVERFLOW = 20
+# A pooled connection idle this long is pinged before use; one used more recently is not.
+# (pool_pre_ping pinged on every checkout: a round trip per request under load.)
+PING_AFTER_IDLE_S = 1.0
 
 
 def make_engine(url: str) -> Engine:
@@ -47,7 +52,6 @@ def make_engine(url: str) -> Engine:
         # The API and worker are separate processes sharing one file.
         kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
     else:
-        kwargs["pool_pre_ping"] = True
         # Connections open on demand and then stay: with SQLAlchemy's default of 5, a
         # burst of requests beyond five opened and closed a connection each (a new
         # server process every time), most of a POST's cost under load.
@@ -56,7 +60,32 @@ def make_engine(url: str) -> Engine:
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        _ping_when_idle(engine)
     return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection before use only if it sat idle for PING_AFTER_IDLE_S: a
+    server restart or an idle timeout is then noticed, and the pool opens a new connection
+    instead of failing the request. A connection killed within a second of its last use
+    fails one request; SQLAlchemy then drops the whole pool (a disconnect invalidates it)."""
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_S:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(f"idle connection is gone: {exc}") from exc
+        if not alive:
+            raise DisconnectionError("idle connection did not answer a ping")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -5,10 +5,13 @@ five closed every connection beyond five, and opened it again on the next reques
 from __future__ import annotations
 
 import threading
+import time
 
+import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
-from api_service.db.base import POOL_SIZE, Database
+from api_service.db.base import PING_AFTER_IDLE_S, POOL_SIZE, Database
 
 BURST = 12  # more than SQLAlchemy's default pool of 5, fewer than ours
 
@@ -42,5 +45,49 @@ def test_a_second_burst_reuses_the_first_bursts_connections(migrated_postgres: s
         assert len(first) == BURST
         assert db.engine.pool.checkedin() == BURST  # all kept, none closed
         assert _backend_pids(db) == first  # the same server connections, none opened
+    finally:
+        db.dispose()
+
+
+def _terminate(url: str, pid: int) -> None:
+    """Kill one server connection from outside the pool, as a server restart or an idle
+    timeout does."""
+    admin = Database(url)
+    try:
+        with admin.session() as session:
+            # wait=5000 ms: returns once the backend has exited, not when it was signalled.
+            session.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid})
+    finally:
+        admin.dispose()
+
+
+def _backend_pid(db: Database) -> int:
+    with db.session() as session:
+        return int(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def test_a_connection_idle_past_the_ping_age_is_pinged_and_replaced(
+    migrated_postgres: str,
+) -> None:
+    db = Database(migrated_postgres)
+    try:
+        gone = _backend_pid(db)
+        _terminate(migrated_postgres, gone)
+        time.sleep(PING_AFTER_IDLE_S + 0.2)
+        assert _backend_pid(db) != gone  # the ping noticed; no request failed
+    finally:
+        db.dispose()
+
+
+def test_a_connection_used_within_the_ping_age_is_not_pinged(migrated_postgres: str) -> None:
+    """No round trip before every request under load: a connection killed right after its
+    last use fails the next request (no ping caught it), and the pool then starts afresh."""
+    db = Database(migrated_postgres)
+    try:
+        gone = _backend_pid(db)
+        _terminate(migrated_postgres, gone)
+        with pytest.raises(OperationalError):
+            _backend_pid(db)
+        assert _backend_pid(db) != gone
     finally:
         db.dispose()
