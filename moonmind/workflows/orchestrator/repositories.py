@@ -49,8 +49,16 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def create_run(
-    session: Session,
+def create_run(session: Session, **fields: Any) -> OrchestratorRun:
+    """A pending run with its own snapshot of the plan (the plan row is never shared), in
+    ``session`` (``fields``: those of ``new_run``). One flush for both rows."""
+    run = new_run(**fields)
+    session.add(run)
+    session.flush()
+    return run
+
+
+def new_run(
     *,
     instruction: str,
     target_service: str,
@@ -64,15 +72,14 @@ def create_run(
     run_id: uuid.UUID | None = None,
     requested_by: str | None = None,
 ) -> OrchestratorRun:
-    """A pending run with its own snapshot of the plan (the plan row is never shared).
-
-    One flush for both rows: the relationship orders the inserts and fills the key."""
+    """The rows of a pending run, not yet in any session: the run, with its plan as
+    ``run.action_plan`` and both keys set (``action_plan_id`` too)."""
     plan = ActionPlan(
+        id=uuid.uuid4(),
         steps=[PlanStep(name=step.name, parameters=step.parameters).to_json() for step in steps],
         service_context=service_context.model_dump(mode="json"),
         generated_by=generated_by,
     )
-    session.add(plan)
     run_id = run_id or uuid.uuid4()
     run = OrchestratorRun(
         id=run_id,
@@ -87,10 +94,9 @@ def create_run(
         metrics_snapshot={},
         missing_artifacts=[],
         requested_by=requested_by,
+        action_plan_id=plan.id,
     )
     run.action_plan = plan
-    session.add(run)
-    session.flush()
     return run
 
 
@@ -275,19 +281,15 @@ def record_task_state(
     message: str | None = None,
     artifact_refs: Sequence[str] = (),
     attempt: int = 1,
-    fresh_run: bool = False,
 ) -> TaskState:
-    """Insert or advance the task-state row of this step attempt (``fresh_run``: the run was
-    created in this unit of work, so there is no row to look up)."""
-    row = None
-    if not fresh_run:
-        row = session.scalars(
-            select(TaskState).where(
-                TaskState.run_id == run_id,
-                TaskState.plan_step == step,
-                TaskState.attempt == attempt,
-            )
-        ).one_or_none()
+    """Insert or advance the task-state row of this step attempt."""
+    row = session.scalars(
+        select(TaskState).where(
+            TaskState.run_id == run_id,
+            TaskState.plan_step == step,
+            TaskState.attempt == attempt,
+        )
+    ).one_or_none()
     if row is None:
         row = TaskState(run_id=run_id, plan_step=step, attempt=attempt, state=state)
         session.add(row)

@@ -11,7 +11,8 @@ from typing import Any, NoReturn
 from sqlalchemy.orm import Session
 
 from api_service.db.base import Database
-from api_service.db.models import OrchestratorRun
+from api_service.db.insert_new import insert_new
+from api_service.db.models import OrchestratorRun, TaskState
 from moonmind.auth import Principal
 from moonmind.config import Settings
 from moonmind.schemas.workflow_models import ApprovalRequest, RunCreate
@@ -108,14 +109,12 @@ def _metrics(settings: Settings) -> Metrics:
     return metrics_from_settings(settings.statsd_host, settings.statsd_port, settings.statsd_prefix)
 
 
-def _queue(
-    session: Session, run: OrchestratorRun, step: StepName, attempt: int = 1, *, new: bool = False
-) -> QueuedStep:
-    """Record the step PENDING under a fresh task id (``new``: no row to look up yet)."""
+def _queue(session: Session, run: OrchestratorRun, step: StepName, attempt: int = 1) -> QueuedStep:
+    """Record the step PENDING under a fresh task id."""
     queued = QueuedStep(run.id, step, run.priority, new_task_id(), queue_of(run))
     repo.record_task_state(
         session, run.id, step, TaskStateName.PENDING, celery_task_id=queued.task_id,
-        attempt=attempt, fresh_run=new,
+        attempt=attempt,
     )  # fmt: skip
     return queued
 
@@ -144,27 +143,34 @@ def submit_run(
             stack.compose.command, ctx.image, (stack.config.get("services") or {})[profile.name]
         ),
     )
-    with db.session() as session:
-        run = repo.create_run(
-            session,
-            instruction=request.instruction,
-            target_service=request.target_service,
-            steps=steps,
-            service_context=ctx,
-            artifact_root=str(settings.artifact_root),
-            priority=request.priority,
-            approval_token=policies.token_sha256(request.approval_token)
-            if request.approval_token
-            else None,
-            requested_patch=request.patch,
-            generated_by=author,
-            run_id=uuid.uuid4(),
-            requested_by=principal.id,
-        )
-        run.dry_run, gate = request.dry_run, policies.gate_for(profile)
-        if gate is not None:
+    run = repo.new_run(
+        instruction=request.instruction,
+        target_service=request.target_service,
+        steps=steps,
+        service_context=ctx,
+        artifact_root=str(settings.artifact_root),
+        priority=request.priority,
+        approval_token=policies.token_sha256(request.approval_token)
+        if request.approval_token
+        else None,
+        requested_patch=request.patch,
+        generated_by=author,
+        run_id=uuid.uuid4(),
+        requested_by=principal.id,
+    )
+    run.dry_run, gate = request.dry_run, policies.gate_for(profile)
+    if gate is not None:  # the gate row follows the configuration, whatever becomes of the run
+        with db.session() as session:
             run.approval_gate_id = policies.sync_gate(session, profile.name, gate).id
-        queued = _queue(session, run, StepName.ANALYZE, new=True)
+    queued = QueuedStep(run.id, StepName.ANALYZE, run.priority, new_task_id(), queue_of(run))
+    first = TaskState(
+        id=uuid.uuid4(),
+        run_id=run.id,
+        plan_step=queued.step,
+        state=TaskStateName.PENDING,
+        celery_task_id=queued.task_id,
+    )
+    insert_new(db, run.action_plan, run, first)  # one round trip on PostgreSQL
     # Only now, with the row committed, may a worker see the run.
     enqueue(settings, queued)
     _metrics(settings).incr("runs.queued")
