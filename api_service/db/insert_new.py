@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Insert, Table, insert
+from sqlalchemy import Insert, Table, bindparam, insert
 
 from api_service.db.base import Base, Database
 
@@ -43,18 +43,44 @@ def row_values(obj: Base) -> tuple[Table, dict[str, Any]]:
     return table, values
 
 
+Shape = tuple[tuple[Table, tuple[str, ...]], ...]
+_statements: dict[tuple[str, Shape], list[Insert]] = {}
+
+
+def _statements_for(dialect: str, shape: Shape) -> list[Insert]:
+    """The statements inserting rows of this shape, built once: their values are bound
+    parameters (``{index}_{column}``), so later calls skip building and compiling them."""
+    if (dialect, shape) not in _statements:
+        inserts = [
+            insert(table).values(
+                {key: bindparam(f"{index}_{key}", type_=table.c[key].type) for key in keys}
+            )
+            for index, (table, keys) in enumerate(shape)
+        ]
+        if dialect == "postgresql":
+            *parents, last = inserts
+            ctes = [parent.cte(f"new_{index}") for index, parent in enumerate(parents)]
+            inserts = [last.add_cte(*ctes)]
+        _statements[(dialect, shape)] = inserts
+    return _statements[(dialect, shape)]
+
+
 def insert_new(db: Database, *objects: Base) -> None:
     """Insert ``objects`` (new rows with their keys set, parents before children) all or
     none. Relationships are not followed: set foreign-key columns, not related objects."""
-    inserts = [insert(table).values(values) for table, values in map(row_values, objects)]
-    if db.engine.dialect.name == "postgresql":
-        *parents, last = inserts
-        statement: Insert = last.add_cte(
-            *(parent.cte(f"new_{index}") for index, parent in enumerate(parents))
-        )
+    rows = [row_values(obj) for obj in objects]
+    shape = tuple((table, tuple(values)) for table, values in rows)
+    params = {
+        f"{index}_{key}": value
+        for index, (_table, values) in enumerate(rows)
+        for key, value in values.items()
+    }
+    dialect = db.engine.dialect.name
+    statements = _statements_for(dialect, shape)
+    if dialect == "postgresql":
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(statement)
+            conn.execute(statements[0], params)
         return
     with db.engine.begin() as conn:
-        for one in inserts:
-            conn.execute(one)
+        for statement in statements:
+            conn.execute(statement, params)
