@@ -16,21 +16,12 @@ from moonmind.workflows.orchestrator.adapters.exit_events import (
     with_died,
     with_oom_verdict,
 )
+from tests.support.containers import container_info
 
 STARTED = "2026-01-01T00:01:40.5Z"
 BEGAN = 1767225700  # STARTED in whole seconds
-KILLED = ContainerInfo(
-    id="c1",
-    name="proj-app-1",
-    status="exited",
-    exit_code=137,
-    restart_count=0,
-    health=None,
-    started_at=STARTED,
-    image_id="sha256:abc",
-    oom_killed=False,
-    signal=9,
-    memory_limit=64 << 20,
+KILLED = container_info(
+    status="exited", exit_code=137, started_at=STARTED, signal=9, memory_limit=64 << 20
 )
 
 

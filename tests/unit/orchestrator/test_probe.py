@@ -17,6 +17,7 @@ from moonmind.workflows.orchestrator.adapters.probe import (
     probe_http,
     wait_container_stable,
 )
+from tests.support.containers import container_info
 
 
 class _FlakyServer(ThreadingHTTPServer):
@@ -159,17 +160,7 @@ def test_expected_status_other_than_200(flaky: _FlakyServer) -> None:
 
 # --- wait_container_stable -------------------------------------------------------------
 
-_RUNNING = ContainerInfo(
-    id="c1",
-    name="proj_web_1",
-    status="running",
-    exit_code=0,
-    restart_count=0,
-    health=None,
-    started_at="2024-01-01T00:00:00.000000001Z",
-    image_id="sha256:abc",
-    oom_killed=False,
-)
+_RUNNING = container_info(name="proj_web_1", started_at="2024-01-01T00:00:00.000000001Z")
 
 
 def _wait(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -12,25 +12,17 @@ import pytest
 from moonmind.workflows.orchestrator.adapters.docker_engine import ContainerInfo
 from moonmind.workflows.orchestrator.adapters.readiness import (
     WATCH_AFTER_ANSWER_S,
+    Readiness,
     Schedule,
     Target,
     started_epoch,
     watch_ready,
 )
+from tests.support.containers import container_info
 
 STARTED = "2026-01-01T00:00:00.000000001Z"
 T0 = started_epoch(STARTED) or 0.0
-RUNNING = ContainerInfo(
-    id="c1",
-    name="proj-web-1",
-    status="running",
-    exit_code=0,
-    restart_count=0,
-    health=None,
-    started_at=STARTED,
-    image_id="sha256:abc",
-    oom_killed=False,
-)
+RUNNING = container_info(name="proj-web-1", started_at=STARTED)
 EXITED = replace(RUNNING, status="exited", exit_code=1)
 
 
@@ -58,11 +50,13 @@ def server() -> Iterator[tuple[str, type[_Handler]]]:
 
 
 class Time:
-    """Monotonic and wall clock advanced only by sleeping; hooks run at given times."""
+    """Monotonic and wall clock advanced only by sleeping; ``watch`` runs the readiness watch
+    on them and keeps its log lines."""
 
     def __init__(self) -> None:
         self.now = 0.0
         self.sleeps: list[float] = []
+        self.lines: list[str] = []
 
     def clock(self) -> float:
         return self.now
@@ -74,12 +68,28 @@ class Time:
         self.sleeps.append(seconds)
         self.now += seconds
 
+    def watch(
+        self,
+        info: Callable[[], ContainerInfo],
+        target: Target,
+        schedule: Schedule | None = None,
+    ) -> Readiness:
+        return watch_ready(
+            info,
+            target,
+            schedule or Schedule(),
+            self.lines.append,
+            clock=self.clock,
+            wall=self.wall,
+            sleep=self.sleep,
+        )
+
 
 def test_healthy_on_the_first_probe_after_it_answers(
     server: tuple[str, type[_Handler]],
 ) -> None:
     url, handler = server
-    time, lines = Time(), []
+    time = Time()
     looks = iter(range(1000))
 
     def info() -> ContainerInfo:
@@ -87,20 +97,12 @@ def test_healthy_on_the_first_probe_after_it_answers(
             handler.answering = True
         return RUNNING
 
-    result = watch_ready(
-        info,
-        Target(health_url=url, stable_s=0.0, deadline_s=30),
-        Schedule(),
-        lines.append,
-        clock=time.clock,
-        wall=time.wall,
-        sleep=time.sleep,
-    )
+    result = time.watch(info, Target(health_url=url, stable_s=0.0, deadline_s=30))
     assert result.ok, result.reason
     assert [a.ok for a in result.attempts] == [False] * 4 + [True]
     assert time.sleeps == [Schedule().fast_s] * 4  # a short fixed interval first
     assert Schedule().fast_s <= 0.02
-    assert sum("probe #" in line for line in lines) == 5
+    assert sum("probe #" in line for line in time.lines) == 5
 
 
 def test_the_window_counts_from_the_container_start_alongside_the_probe(
@@ -108,24 +110,18 @@ def test_the_window_counts_from_the_container_start_alongside_the_probe(
 ) -> None:
     url, handler = server
     handler.answering = True
-    time, lines = Time(), []
-    result = watch_ready(
-        lambda: RUNNING,
-        Target(health_url=url, stable_s=1.0, deadline_s=30),
-        Schedule(),
-        lines.append,
-        clock=time.clock,
-        wall=time.wall,
-        sleep=time.sleep,
-    )
+    time = Time()
+    result = time.watch(lambda: RUNNING, Target(health_url=url, stable_s=1.0, deadline_s=30))
     assert result.ok, result.reason
     assert len(result.attempts) == 1  # answered at once; then only the window is awaited
     assert result.stability["container_id"] == "c1"
     assert result.stability["started_at"] == STARTED
     assert result.stability["up_for_seconds"] >= 1.0
     assert time.now == pytest.approx(1.0, abs=0.06)
-    assert any(line.startswith("container check: ok:") and "c1 started" in line for line in lines)
-    assert any(line.startswith("health check: ok:") for line in lines)
+    assert any(
+        line.startswith("container check: ok:") and "c1 started" in line for line in time.lines
+    )
+    assert any(line.startswith("health check: ok:") for line in time.lines)
 
 
 def test_after_the_url_answers_the_container_is_looked_at_on_its_own_cadence(
@@ -144,15 +140,7 @@ def test_after_the_url_answers_the_container_is_looked_at_on_its_own_cadence(
         return RUNNING if time.now < exits_at else EXITED
 
     assert Schedule().fast_s < WATCH_AFTER_ANSWER_S  # else this could not tell them apart
-    result = watch_ready(
-        info,
-        Target(health_url=url, stable_s=3.0, deadline_s=30),
-        Schedule(),
-        lambda line: None,
-        clock=time.clock,
-        wall=time.wall,
-        sleep=time.sleep,
-    )
+    result = time.watch(info, Target(health_url=url, stable_s=3.0, deadline_s=30))
     assert not result.ok
     assert "exited with code 1" in result.reason
     assert [a.ok for a in result.attempts] == [True]  # answered at the first look
@@ -166,14 +154,9 @@ def test_exit_inside_the_window_is_not_healthy(server: tuple[str, type[_Handler]
     handler.answering = True
     time = Time()
     states = iter([RUNNING] * 3)
-    result = watch_ready(
+    result = time.watch(
         lambda: next(states, EXITED),
         Target(health_url=url, stable_s=3.0, deadline_s=30),
-        Schedule(),
-        lambda line: None,
-        clock=time.clock,
-        wall=time.wall,
-        sleep=time.sleep,
     )
     assert not result.ok
     assert "exited with code 1" in result.reason
@@ -188,14 +171,9 @@ def test_a_restart_after_answering_asks_again(server: tuple[str, type[_Handler]]
     time = Time()
     restarted = replace(RUNNING, id="c2")
     states = iter([RUNNING, restarted])
-    result = watch_ready(
+    result = time.watch(
         lambda: next(states, restarted),
         Target(health_url=url, stable_s=0.0, deadline_s=30),
-        Schedule(),
-        lambda line: None,
-        clock=time.clock,
-        wall=time.wall,
-        sleep=time.sleep,
     )
     assert result.ok
     assert result.stability["container_id"] == "c1"  # stable_s 0: the first look suffices
@@ -206,14 +184,10 @@ def test_backs_off_after_the_fast_period_and_stops_at_the_deadline(
 ) -> None:
     url, _ = server
     time = Time()
-    result = watch_ready(
+    result = time.watch(
         lambda: RUNNING,
         Target(health_url=url, stable_s=0.0, deadline_s=10),
         Schedule(fast_s=0.5, fast_for_s=1.0, initial_s=1.0, factor=2.0, max_s=4.0),
-        lambda line: None,
-        clock=time.clock,
-        wall=time.wall,
-        sleep=time.sleep,
     )
     assert not result.ok
     assert "did not answer 200 within 10s" in result.reason
@@ -233,17 +207,8 @@ def test_an_exited_container_fails_at_once_and_the_log_does_not_claim_a_timeout(
 ) -> None:
     url, _ = server
     time = Time()
-    lines: list[str] = []
-    result = watch_ready(
-        lambda: EXITED,
-        Target(health_url=url, stable_s=0.0, deadline_s=60),
-        Schedule(),
-        lines.append,
-        clock=time.clock,
-        wall=time.wall,
-        sleep=time.sleep,
-    )
+    result = time.watch(lambda: EXITED, Target(health_url=url, stable_s=0.0, deadline_s=60))
     assert not result.ok
     assert time.now == 0.0  # no wait for the deadline
-    health = [line for line in lines if line.startswith("health check:")]
+    health = [line for line in time.lines if line.startswith("health check:")]
     assert health == [f"health check: failed: {url} did not answer 200 before the container failed"]
