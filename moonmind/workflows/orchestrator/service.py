@@ -6,6 +6,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NoReturn
 
 from sqlalchemy.orm import Session
@@ -67,18 +68,30 @@ class StackView:
     profiles: dict[str, ServiceProfile]
 
 
-_cache: dict[tuple[str, int, int], StackView] = {}
+Stamp = tuple[int, int] | None
+_cache: dict[tuple[str, int, int, Stamp], StackView] = {}
 _cache_lock = threading.Lock()
 
 
+def _stamp(path: Path) -> Stamp:
+    """A file's version (modification time and size); None when it is missing."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
 def load_stack(settings: Settings) -> StackView:
-    """Parse `compose config` once per version of the compose file."""
+    """Parse `compose config` once per version of the compose file and of the ``.env``
+    beside it, which compose interpolates it with: an edited ``.env`` changes image names,
+    ports and build args."""
     path = settings.compose_path
     try:
         stat = path.stat()
     except OSError as exc:
         raise ComposeUnavailable(f"compose file {path} is not readable: {exc}") from None
-    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    key = (str(path), stat.st_mtime_ns, stat.st_size, _stamp(path.parent / ".env"))
     with _cache_lock:
         if key in _cache:
             return _cache[key]
