@@ -149,14 +149,15 @@ def _pin_one(
 
 
 def _remember(ctx: StepContext, path: str, sha: str) -> None:
+    """Add a pinned file's sha256 to the run's record: written whole, then renamed into
+    place, so a worker killed mid-write leaves the previous record, never half of one."""
     target = ctx.store.run_dir(ctx.run_id) / PINS_FILE
     try:
         recorded = json.loads(target.read_text())
     except (OSError, ValueError):
         recorded = {}
     recorded[path] = sha
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(recorded))
+    ctx.store.write(ctx.run_id, PINS_FILE, json.dumps(recorded).encode())
 
 
 def pin_installed(
