@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from api_service.db.base import Database
 from api_service.db.models import OrchestratorRun, TaskState
 from moonmind.config import Settings
+from moonmind.workflows.orchestrator import policies
 from moonmind.workflows.orchestrator import repositories as repo
 from moonmind.workflows.orchestrator.dispatch import QueuedStep, new_task_id, queue_of
 from moonmind.workflows.orchestrator.enums import (
@@ -116,7 +117,7 @@ def claim(
             if holder is not None:
                 repo.touch_heartbeat(session, run_id)  # its message is alive: not lost
                 return Waiting(queued, holder)
-            if run.status != RunStatus.RUNNING:
+            if run.status != RunStatus.RUNNING or _parked_at_gate(session, run, step):
                 return None
         elif run.status != RunStatus.RUNNING:
             return None  # parked at a gate: an approval sends the step again
@@ -210,6 +211,20 @@ def heartbeat_of(db: Database, run_id: uuid.UUID) -> datetime | None:
     with db.session() as session:
         run = repo.get_run(session, run_id)
         return repo.as_utc(run.heartbeat_at) if run is not None else None
+
+
+def _parked_at_gate(session: Session, run: OrchestratorRun, step: StepName) -> bool:
+    """A run that waited for its service goes through its gate (or on past it, a retry
+    resumed there) only with an approval still valid: one that expired while it waited
+    parks it at the gate again, and a new approval sends the step."""
+    diff = Plan.of(run.action_plan).result(StepName.PATCH).get("diff_sha256")
+    gate = policies.gate_reached(run, step, patched=diff is not None)
+    if gate is None:
+        return False
+    parked = policies.park_unless_approved(session, run, gate, diff, after_waiting=True)
+    if parked is not None:
+        log.warning("run %s: %s", run.id, parked)
+    return parked is not None
 
 
 def _take_service(session: Session, run: OrchestratorRun) -> uuid.UUID | None:

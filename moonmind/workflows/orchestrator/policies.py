@@ -26,7 +26,12 @@ from moonmind.workflows.orchestrator.enums import (
     StepName,
 )
 from moonmind.workflows.orchestrator.plan import Plan, context_of
-from moonmind.workflows.orchestrator.repositories import approval_gate_row, as_utc
+from moonmind.workflows.orchestrator.repositories import (
+    approval_gate_row,
+    as_utc,
+    set_metrics,
+    transition_run,
+)
 from moonmind.workflows.orchestrator.service_profiles import ServiceProfile
 
 GATED_STEP = {
@@ -190,3 +195,35 @@ def accept(
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def park_unless_approved(
+    session: Session,
+    run: OrchestratorRun,
+    gate: Gate,
+    diff_sha256: str | None,
+    *,
+    after_waiting: bool = False,
+) -> str | None:
+    """Park a running run at ``gate`` unless a valid approval covers it (of the diff, for a
+    gate before the build): the message it waits with, or None when it may go on.
+
+    ``after_waiting``: the run waited for its service; an approval it had expired then."""
+    diff = diff_sha256 if gate.step == StepName.BUILD else None
+    if approval_valid(run, now=utcnow(), diff_sha256=diff):
+        return None
+    lapsed = ""
+    if after_waiting and run.approval:
+        lapsed = f"the approval expired while the run waited for {run.target_service}; "
+    what = f"the diff {diff}" if diff else "this run"
+    message = (
+        f"{lapsed}awaiting approval of {what} by one of: {', '.join(gate.roles)} "
+        f"(POST /orchestrator/runs/{run.id}/approvals)"
+    )
+    transition_run(
+        session, run.id, expected=[RunStatus.RUNNING], new=RunStatus.AWAITING_APPROVAL,
+        message=message,
+    )  # fmt: skip
+    run.status, run.message = RunStatus.AWAITING_APPROVAL, message
+    set_metrics(session, run, approval_requested_at=utcnow().isoformat())
+    return message

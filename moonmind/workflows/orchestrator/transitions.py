@@ -226,23 +226,7 @@ def _stop_at_gate(
     gate = policies.gate_at(run, nxt, patched=diff_sha256 is not None)
     if gate is None:
         return None
-    diff_sha = diff_sha256 if nxt == StepName.BUILD else None
-    if policies.approval_valid(run, now=policies.utcnow(), diff_sha256=diff_sha):
-        return None
-    what = f"the diff {diff_sha}" if diff_sha else "this run"
-    message = (
-        f"awaiting approval of {what} by one of: {', '.join(gate.roles)} "
-        f"(POST /orchestrator/runs/{run.id}/approvals)"
-    )
-    repo.transition_run(
-        session,
-        run.id,
-        expected=[RunStatus.RUNNING],
-        new=RunStatus.AWAITING_APPROVAL,
-        message=message,
-    )
-    repo.set_metrics(session, run, approval_requested_at=policies.utcnow().isoformat())
-    return message
+    return policies.park_unless_approved(session, run, gate, diff_sha256)
 
 
 def _skip_pending(session: Session, run: OrchestratorRun) -> None:

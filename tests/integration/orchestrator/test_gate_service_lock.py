@@ -5,7 +5,8 @@ refused (409) while another run holds the service; once that run has ended the s
 is accepted, and the approval continues the run. A run that is parked beside a holder all
 the same (one parked before retries took the lock) goes back to pending when approved: the
 worker's claim then waits for the service, and the run goes on, without asking for its
-approval again, once the other run has ended.
+approval again, once the other run has ended, unless that approval expired meanwhile:
+then the run parks at its gate again for a new one.
 
 The API runs in-process over ASGI on the session's PostgreSQL and RabbitMQ; the worker's
 side is the real claim/record protocol (transitions) with the steps' outcomes given, so
@@ -183,3 +184,60 @@ async def test_an_approval_beside_a_holder_waits_for_the_service_then_resumes(
     run_step(db, settings, a, StepName.ANALYZE, StepResult("ok"))  # A ends
     _finish(db, settings, b, StepName.RESTART)  # the redelivered message now starts
     assert _build_done_at(db, b) == build_done_at  # the gated step did not run again
+
+
+def _expire_approval(db: Database, run_id: uuid.UUID) -> None:
+    with db.session() as session:
+        run = repo.get_run(session, run_id, for_update=True)
+        assert run is not None
+        assert run.approval is not None
+        lapsed = policies.utcnow() - timedelta(seconds=1)
+        run.approval = {**run.approval, "expires_at": lapsed.isoformat()}
+
+
+async def test_an_approval_that_expires_while_the_run_waits_is_asked_for_again(
+    api: httpx.AsyncClient, db: Database, settings: Settings, amqp_url: str, queue_name: str
+) -> None:
+    """Approved beside a holder, the run waits for its service; its approval runs out
+    meanwhile. The delivery that finds the service free parks it at the gate again instead
+    of going on, and a new approval sends the step."""
+    service = f"svc-{uuid.uuid4().hex[:8]}"
+    b = _failed_at_restart(db, settings, service)
+    build_done_at = _build_done_at(db, b)
+    retried = await api.post(f"/orchestrator/runs/{b}/retry", headers=ALICE.headers)
+    assert retried.json()["status"] == "awaiting_approval", retried.text
+    a = _queued_run(db, service, steps=[StepName.ANALYZE], status=RunStatus.RUNNING)
+    approved = await api.post(
+        f"/orchestrator/runs/{b}/approvals", json=APPROVAL, headers=BOB.headers
+    )
+    assert approved.json()["status"] == "pending", approved.text
+    ((task, first_id),) = take_messages(amqp_url, queue_name)
+    assert task == "orchestrator.restart"
+
+    run_step(db, settings, a, StepName.ANALYZE, StepResult("ok"))  # A ends
+    _expire_approval(db, b)
+    parked = transitions.claim(db, settings, StepName.RESTART, b, first_id)
+    assert parked is None  # nothing started
+    with db.session() as session:
+        row = repo.get_run(session, b)
+        assert row is not None
+        assert row.status == RunStatus.AWAITING_APPROVAL
+        assert row.message is not None
+        assert row.message.startswith(f"the approval expired while the run waited for {service}")
+        assert row.action_plan.steps[list(StepName).index(StepName.RESTART)]["status"] == (
+            StepStatus.PENDING
+        )
+    detail = (await api.get(f"/orchestrator/runs/{b}", headers=ALICE.headers)).json()
+    assert detail["approval_status"] == "expired"
+
+    again = await api.post(f"/orchestrator/runs/{b}/approvals", json=APPROVAL, headers=BOB.headers)
+    assert again.status_code == 200, again.text
+    assert again.json()["status"] == "running"
+    ((task, second_id),) = take_messages(amqp_url, queue_name)
+    assert task == "orchestrator.restart"
+    started = transitions.claim(db, settings, StepName.RESTART, b, second_id)
+    assert isinstance(started, transitions.Started), started
+    after = transitions.record(db, NO_METRICS, started, StepResult("ok"), 0.1)
+    assert after.queued is not None
+    _finish(db, settings, b, after.queued.step)
+    assert _build_done_at(db, b) == build_done_at  # the gated build did not run again
