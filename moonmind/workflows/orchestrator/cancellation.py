@@ -24,7 +24,7 @@ from moonmind.workflows.orchestrator.enums import (
     TaskStateName,
 )
 from moonmind.workflows.orchestrator.errors import CancelConflict
-from moonmind.workflows.orchestrator.plan import Plan
+from moonmind.workflows.orchestrator.plan import Plan, context_of
 
 IDLE = (RunStatus.PENDING, RunStatus.AWAITING_APPROVAL)
 
@@ -51,25 +51,7 @@ def request_cancel(
         return None  # running: the worker stops at the next safe point
     plan = Plan.of(run.action_plan)
     if needs_rollback(plan):
-        if not repo.transition_run(
-            session,
-            run.id,
-            expected=list(IDLE),
-            new=RunStatus.RUNNING,
-            message=f"cancelled while {run.status.value}; rolling back the patch",
-        ):
-            return None  # a worker took it meanwhile; it will see the request
-        queued = QueuedStep(run.id, StepName.ROLLBACK, run.priority, new_task_id(), queue_of(run))
-        latest = repo.latest_task_state(session, run.id, StepName.ROLLBACK)
-        repo.record_task_state(
-            session,
-            run.id,
-            StepName.ROLLBACK,
-            TaskStateName.PENDING,
-            celery_task_id=queued.task_id,
-            attempt=(latest.attempt + 1) if latest else 1,
-        )
-        return queued
+        return _roll_back_when_free(session, run)
     if repo.transition_run(
         session,
         run.id,
@@ -81,3 +63,36 @@ def request_cancel(
             if step.status == StepStatus.PENDING:
                 repo.update_step(session, run, step.name, status=StepStatus.SKIPPED)
     return None
+
+
+def _roll_back_when_free(session: Session, run: OrchestratorRun) -> QueuedStep | None:
+    """An idle run's patch is rolled back by its service's holder only: at once when no
+    other run holds the service, else once it is released (the rollback must not touch
+    files or containers another run is changing). A pending run already has a step in the
+    queue, which the worker turns into the rollback when it gets the service."""
+    project = context_of(run.action_plan).project
+    repo.lock_service(session, project, run.target_service)
+    holder = repo.active_run_for_service(session, project, run.target_service, exclude=run.id)
+    waits = f"; it waits for run {holder.id}, which holds {run.target_service}" if holder else ""
+    if holder is not None and run.status == RunStatus.PENDING:
+        run.message = f"cancelled while pending; the patch is rolled back first{waits}"
+        return None
+    if not repo.transition_run(
+        session,
+        run.id,
+        expected=list(IDLE),
+        new=RunStatus.RUNNING if holder is None else RunStatus.PENDING,
+        message=f"cancelled while {run.status.value}; rolling back the patch{waits}",
+    ):
+        return None  # a worker took it meanwhile; it will see the request
+    queued = QueuedStep(run.id, StepName.ROLLBACK, run.priority, new_task_id(), queue_of(run))
+    latest = repo.latest_task_state(session, run.id, StepName.ROLLBACK)
+    repo.record_task_state(
+        session,
+        run.id,
+        StepName.ROLLBACK,
+        TaskStateName.PENDING,
+        celery_task_id=queued.task_id,
+        attempt=(latest.attempt + 1) if latest else 1,
+    )
+    return queued

@@ -217,6 +217,8 @@ def _parked_at_gate(session: Session, run: OrchestratorRun, step: StepName) -> b
     """A run that waited for its service goes through its gate (or on past it, a retry
     resumed there) only with an approval still valid: one that expired while it waited
     parks it at the gate again, and a new approval sends the step."""
+    if run.cancel_requested_at is not None:
+        return False  # cancelled: the step does not run, its patch is rolled back
     diff = Plan.of(run.action_plan).result(StepName.PATCH).get("diff_sha256")
     gate = policies.gate_reached(run, step, patched=diff is not None)
     if gate is None:
@@ -236,7 +238,8 @@ def _take_service(session: Session, run: OrchestratorRun) -> uuid.UUID | None:
     if holder is not None:
         run.message = f"waiting for run {holder.id}, which holds {run.target_service}"
         return holder.id
-    ahead = first_in_line(session, project, run.target_service)
+    # A cancelled run only puts its patch back: it goes before the line, not to its end.
+    ahead = None if run.cancel_requested_at else first_in_line(session, project, run.target_service)
     if ahead is not None and ahead.id != run.id:
         run.message = f"waiting behind run {ahead.id}, queued before it for {run.target_service}"
         return ahead.id

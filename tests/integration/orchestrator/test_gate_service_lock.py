@@ -25,12 +25,11 @@ from api_service.db.base import Database
 from moonmind.config import Settings
 from moonmind.workflows.orchestrator import policies, transitions
 from moonmind.workflows.orchestrator import repositories as repo
-from moonmind.workflows.orchestrator.enums import RunStatus, StepName, StepStatus, TaskStateName
+from moonmind.workflows.orchestrator.enums import RunStatus, StepName, StepStatus
 from moonmind.workflows.orchestrator.steps import StepResult
 from tests.support.auth import ALICE, BOB
-from tests.support.factories import create_run
+from tests.support.gated_runs import APPROVAL, failed_at_restart, queued_run, sent_tasks
 from tests.support.worker_side import (
-    ENGINE_GONE,
     NO_METRICS,
     claim_queued,
     run_step,
@@ -38,55 +37,6 @@ from tests.support.worker_side import (
 )
 
 pytestmark = pytest.mark.anyio
-
-DIFF = "d" * 64
-APPROVAL = {"approver": {"id": "bob", "role": "sre"}, "token": "t-lock", "diff_sha256": DIFF}
-
-
-def sent_tasks(amqp_url: str, queue: str) -> list[str]:
-    """The task names of every message waiting in ``queue``, consumed."""
-    return [task for task, _ in take_messages(amqp_url, queue)]
-
-
-def _queued_run(db: Database, service: str, **fields: object) -> uuid.UUID:
-    """A run of ``service`` (just its analyze step unless given) with analyze queued."""
-    with db.session() as session:
-        run = create_run(session, service=service, **fields)  # type: ignore[arg-type]
-        run.requested_by = "alice"
-        repo.record_task_state(
-            session,
-            run.id,
-            StepName.ANALYZE,
-            TaskStateName.PENDING,
-            celery_task_id=f"t-{uuid.uuid4().hex[:8]}",
-        )
-        return run.id
-
-
-def _failed_at_restart(db: Database, settings: Settings, service: str) -> uuid.UUID:
-    """An approved run of protected ``service`` (pre-verify gate, before build) whose
-    restart lost the Docker engine: failed past its gate, with nothing rolled back."""
-    run_id = _queued_run(
-        db,
-        service,
-        protected={"approval_requirement": "pre-verify", "approver_roles": ("sre",)},
-    )
-    with db.session() as session:
-        run = repo.get_run(session, run_id, for_update=True)
-        assert run is not None
-        expires = policies.utcnow() + timedelta(minutes=10)
-        run.approval = {
-            "approver_id": "bob",
-            "expires_at": expires.isoformat(),
-            "diff_sha256": DIFF,
-        }
-    run_step(db, settings, run_id, StepName.ANALYZE, StepResult("ok"))
-    run_step(db, settings, run_id, StepName.PATCH, StepResult("ok", {"diff_sha256": DIFF}))
-    run_step(db, settings, run_id, StepName.BUILD, StepResult("ok"))
-    after = run_step(db, settings, run_id, StepName.RESTART, ENGINE_GONE)
-    assert after.closed is not None
-    assert after.closed.status == RunStatus.FAILED
-    return run_id
 
 
 def _finish(db: Database, settings: Settings, run_id: uuid.UUID, step: StepName) -> None:
@@ -113,8 +63,8 @@ async def test_a_retry_to_the_gate_is_refused_while_another_run_holds_the_servic
     api: httpx.AsyncClient, db: Database, settings: Settings, amqp_url: str, queue_name: str
 ) -> None:
     service = f"svc-{uuid.uuid4().hex[:8]}"
-    b = _failed_at_restart(db, settings, service)
-    a = _queued_run(db, service, steps=[StepName.ANALYZE])
+    b = failed_at_restart(db, settings, service)
+    a = queued_run(db, service, steps=[StepName.ANALYZE])
     started_a = claim_queued(db, settings, a, StepName.ANALYZE)  # A takes the service
     assert isinstance(started_a, transitions.Started), started_a
     sent_tasks(amqp_url, queue_name)  # nothing of B's may be queued from here on
@@ -152,13 +102,13 @@ async def test_an_approval_beside_a_holder_waits_for_the_service_then_resumes(
     api: httpx.AsyncClient, db: Database, settings: Settings, amqp_url: str, queue_name: str
 ) -> None:
     service = f"svc-{uuid.uuid4().hex[:8]}"
-    b = _failed_at_restart(db, settings, service)
+    b = failed_at_restart(db, settings, service)
     build_done_at = _build_done_at(db, b)
     retried = await api.post(f"/orchestrator/runs/{b}/retry", headers=ALICE.headers)
     assert retried.status_code == 202, retried.text
     assert retried.json()["status"] == "awaiting_approval"
     # A holds the service beside the parked B, as runs parked before the fix could.
-    a = _queued_run(db, service, steps=[StepName.ANALYZE], status=RunStatus.RUNNING)
+    a = queued_run(db, service, steps=[StepName.ANALYZE], status=RunStatus.RUNNING)
 
     approved = await api.post(
         f"/orchestrator/runs/{b}/approvals", json=APPROVAL, headers=BOB.headers
@@ -202,11 +152,11 @@ async def test_an_approval_that_expires_while_the_run_waits_is_asked_for_again(
     meanwhile. The delivery that finds the service free parks it at the gate again instead
     of going on, and a new approval sends the step."""
     service = f"svc-{uuid.uuid4().hex[:8]}"
-    b = _failed_at_restart(db, settings, service)
+    b = failed_at_restart(db, settings, service)
     build_done_at = _build_done_at(db, b)
     retried = await api.post(f"/orchestrator/runs/{b}/retry", headers=ALICE.headers)
     assert retried.json()["status"] == "awaiting_approval", retried.text
-    a = _queued_run(db, service, steps=[StepName.ANALYZE], status=RunStatus.RUNNING)
+    a = queued_run(db, service, steps=[StepName.ANALYZE], status=RunStatus.RUNNING)
     approved = await api.post(
         f"/orchestrator/runs/{b}/approvals", json=APPROVAL, headers=BOB.headers
     )
