@@ -163,6 +163,9 @@ class TaskState(Base):
     __table_args__ = (
         CheckConstraint("state <> 'FAILURE' OR message IS NOT NULL", name="failure_has_message"),
         Index("ix_spec_workflow_task_states_run_id", "run_id"),
+        Index(
+            "uq_spec_workflow_task_states_attempt", "run_id", "plan_step", "attempt", unique=True
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
