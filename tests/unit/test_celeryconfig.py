@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ from moonmind.workflows.orchestrator.celeryconfig import (
     MAX_PRIORITY,
     celery_config,
 )
+from moonmind.workflows.orchestrator.dispatch import QueuedStep, enqueue, producer
+from moonmind.workflows.orchestrator.enums import Priority, StepName
 
 RABBITMQ_CONSUMER_TIMEOUT_S = 30 * 60
 
@@ -56,3 +59,15 @@ def test_local_transport_is_the_atomic_one(tmp_path: Path) -> None:
     app = create_celery(Settings(broker_folder=str(tmp_path / "celery")))
     with app.connection_for_write() as connection:
         assert isinstance(connection.transport, local_transport.Transport)
+
+
+def test_each_local_broker_folder_gets_its_own_producer(tmp_path: Path) -> None:
+    """A step queued under other settings' folder lands in that folder, not in the folder
+    of the first producer this process made."""
+    first, second = (Settings(broker_folder=str(tmp_path / name)) for name in ("a", "b"))
+    for settings in (first, second):
+        enqueue(settings, QueuedStep(uuid.uuid4(), StepName.ANALYZE, Priority.NORMAL, "t"))
+    for name in ("a", "b"):
+        assert len(list((tmp_path / name / "queue").glob("*.msg"))) == 1, name
+    assert producer(first) is not producer(second)
+    assert producer(first) is producer(Settings(broker_folder=str(tmp_path / "a")))

@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from celery import Celery
 
@@ -45,13 +46,17 @@ def queue_of(run: OrchestratorRun) -> str | None:
     return str(queue) if queue else None
 
 
-_producers: dict[tuple[str, str], Celery] = {}
+_producers: dict[tuple[str, ...], Celery] = {}
 _lock = threading.Lock()
 
 
 def producer(settings: Settings) -> Celery:
-    """One Celery app per broker and queue, made on first use (a producer only)."""
-    key = (settings.broker_url, settings.worker_queue)
+    """One Celery app per broker and queue, made on first use (a producer only). On the
+    embedded default the broker is a folder: one app per folder, as resolved now (a
+    relative ``broker_folder`` names another folder from another working directory)."""
+    key: tuple[str, ...] = (settings.broker_url, settings.worker_queue)
+    if settings.broker_is_local:
+        key += (str(Path(settings.broker_folder).expanduser().resolve()),)
     with _lock:
         if key not in _producers:
             _producers[key] = create_celery(settings)
