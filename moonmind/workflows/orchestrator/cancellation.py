@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from api_service.db.models import OrchestratorRun
 from moonmind.workflows.orchestrator import repositories as repo
-from moonmind.workflows.orchestrator.dispatch import QueuedStep, new_task_id, queue_of
+from moonmind.workflows.orchestrator.dispatch import QueuedStep, next_message
 from moonmind.workflows.orchestrator.enums import (
     TERMINAL_STATUSES,
     RunStatus,
@@ -85,7 +85,7 @@ def _roll_back_when_free(session: Session, run: OrchestratorRun) -> QueuedStep |
         message=f"cancelled while {run.status.value}; rolling back the patch{waits}",
     ):
         return None  # a worker took it meanwhile; it will see the request
-    queued = QueuedStep(run.id, StepName.ROLLBACK, run.priority, new_task_id(), queue_of(run))
+    queued = next_message(run, StepName.ROLLBACK)
     latest = repo.latest_task_state(session, run.id, StepName.ROLLBACK)
     repo.record_task_state(
         session,

@@ -22,7 +22,7 @@ from api_service.db.models import OrchestratorRun, TaskState
 from moonmind.config import Settings
 from moonmind.workflows.orchestrator import policies
 from moonmind.workflows.orchestrator import repositories as repo
-from moonmind.workflows.orchestrator.dispatch import QueuedStep, new_task_id, queue_of
+from moonmind.workflows.orchestrator.dispatch import QueuedStep, next_message
 from moonmind.workflows.orchestrator.enums import (
     TERMINAL_STATUSES,
     Priority,
@@ -111,13 +111,13 @@ def claim(
         verdict = _verdict(settings, run, latest, task_id, owner_gone_since)
         if verdict is None or isinstance(verdict, Contested):
             return verdict
-        queued = QueuedStep(run_id, step, run.priority, task_id or new_task_id(), queue_of(run))
+        queued = next_message(run, step, task_id)
         if run.status == RunStatus.PENDING:
             holder = _take_service(session, run)
             if holder is not None:
                 repo.touch_heartbeat(session, run_id)  # its message is alive: not lost
                 return Waiting(queued, holder)
-            if run.status != RunStatus.RUNNING or _parked_at_gate(session, run, step):
+            if run.status != RunStatus.RUNNING or _parked_at_gate(session, run, plan, step):
                 return None
         elif run.status != RunStatus.RUNNING:
             return None  # parked at a gate: an approval sends the step again
@@ -213,13 +213,13 @@ def heartbeat_of(db: Database, run_id: uuid.UUID) -> datetime | None:
         return repo.as_utc(run.heartbeat_at) if run is not None else None
 
 
-def _parked_at_gate(session: Session, run: OrchestratorRun, step: StepName) -> bool:
+def _parked_at_gate(session: Session, run: OrchestratorRun, plan: Plan, step: StepName) -> bool:
     """A run that waited for its service goes through its gate (or on past it, a retry
     resumed there) only with an approval still valid: one that expired while it waited
     parks it at the gate again, and a new approval sends the step."""
     if run.cancel_requested_at is not None:
         return False  # cancelled: the step does not run, its patch is rolled back
-    diff = Plan.of(run.action_plan).result(StepName.PATCH).get("diff_sha256")
+    diff = plan.result(StepName.PATCH).get("diff_sha256")
     gate = policies.gate_reached(run, step, patched=diff is not None)
     if gate is None:
         return False
@@ -289,4 +289,4 @@ def queued_next(db: Database, run_id: uuid.UUID, step: StepName) -> QueuedStep |
             return None
         if pending.celery_task_id is None:
             return None
-        return QueuedStep(run_id, step, run.priority, pending.celery_task_id, queue_of(run))
+        return next_message(run, step, pending.celery_task_id)

@@ -39,6 +39,12 @@ def new_task_id() -> str:
     return str(uuid.uuid4())
 
 
+def next_message(run: OrchestratorRun, step: StepName, task_id: str | None = None) -> QueuedStep:
+    """The message that sends ``step`` of ``run`` to the run's queue (a fresh task id unless
+    given)."""
+    return QueuedStep(run.id, step, run.priority, task_id or new_task_id(), queue_of(run))
+
+
 def queue_of(run: OrchestratorRun) -> str | None:
     """The queue a run's steps go to, as its service context recorded it at submission."""
     context = run.action_plan.service_context if run.action_plan is not None else None

@@ -35,8 +35,7 @@ from moonmind.workflows.orchestrator.dispatch import (
     QueuedStep,
     consumer_count,
     enqueue,
-    new_task_id,
-    queue_of,
+    next_message,
 )
 from moonmind.workflows.orchestrator.enums import (
     STEP_ORDER,
@@ -124,7 +123,7 @@ def _metrics(settings: Settings) -> Metrics:
 
 def _queue(session: Session, run: OrchestratorRun, step: StepName, attempt: int = 1) -> QueuedStep:
     """Record the step PENDING under a fresh task id."""
-    queued = QueuedStep(run.id, step, run.priority, new_task_id(), queue_of(run))
+    queued = next_message(run, step)
     repo.record_task_state(
         session, run.id, step, TaskStateName.PENDING, celery_task_id=queued.task_id,
         attempt=attempt,
@@ -175,7 +174,7 @@ def submit_run(
     if gate is not None:  # the gate row follows the configuration, whatever becomes of the run
         with db.session() as session:
             run.approval_gate_id = policies.sync_gate(session, profile.name, gate).id
-    queued = QueuedStep(run.id, StepName.ANALYZE, run.priority, new_task_id(), queue_of(run))
+    queued = next_message(run, StepName.ANALYZE)
     first = TaskState(
         id=uuid.uuid4(),
         run_id=run.id,

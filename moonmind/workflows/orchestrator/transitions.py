@@ -28,7 +28,7 @@ from moonmind.workflows.orchestrator.claims import (  # claiming lives in claims
     next_step,
     queued_next,
 )
-from moonmind.workflows.orchestrator.dispatch import QueuedStep, new_task_id, queue_of
+from moonmind.workflows.orchestrator.dispatch import QueuedStep, next_message
 from moonmind.workflows.orchestrator.enums import (
     RunStatus,
     StepName,
@@ -171,7 +171,7 @@ def _decide(
         if outcome.rollback and Plan.of(run.action_plan).succeeded(StepName.PATCH):
             run.message = outcome.message
             session.flush()
-            return Recorded(queued=_queued(run, StepName.ROLLBACK))
+            return Recorded(queued=next_message(run, StepName.ROLLBACK))
         _skip_pending(session, run)
         return _close(session, run, RunStatus.FAILED, outcome.message, metrics)
     nxt = next_step(Plan.of(run.action_plan), step)
@@ -181,7 +181,7 @@ def _decide(
     gated = _stop_at_gate(session, run, nxt, outcome.result.get("diff_sha256"))
     if gated is not None:
         return Recorded(gated=gated)
-    return Recorded(queued=_queued(run, nxt))
+    return Recorded(queued=next_message(run, nxt))
 
 
 UNVERIFIED = "rollback_unverified"
@@ -209,14 +209,10 @@ def _after_cancel(
     if cancellation.needs_rollback(Plan.of(run.action_plan)):
         run.message = f"cancelled during {step.value}"
         session.flush()
-        return Recorded(queued=_queued(run, StepName.ROLLBACK))
+        return Recorded(queued=next_message(run, StepName.ROLLBACK))
     _skip_pending(session, run)
     message = f"cancelled during {step.value}; nothing had been changed"
     return _close(session, run, RunStatus.CANCELLED, message, metrics)
-
-
-def _queued(run: OrchestratorRun, step: StepName) -> QueuedStep:
-    return QueuedStep(run.id, step, run.priority, new_task_id(), queue_of(run))
 
 
 def _stop_at_gate(
